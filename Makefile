@@ -1,0 +1,48 @@
+# The README's two commands are `make dev` and `make test`; both set up what they need first.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.kxform-setup
+PLUGINS := $(sort $(dir $(wildcard transformers/*/pyproject.toml)))
+MODELS_STAMP := models/.built
+
+.PHONY: setup models dev test lint typecheck bench lock clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints.txt $(wildcard transformers/*/pyproject.toml tests/plugins/*/pyproject.toml)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip==$(shell sed -n 's/^pip==//p' requirements/constraints.txt)
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e '.[dev]' \
+		$(foreach p,$(PLUGINS) $(sort $(dir $(wildcard tests/plugins/*/pyproject.toml))),-e $(p))
+	touch $@
+
+models: $(MODELS_STAMP)
+
+$(MODELS_STAMP): tools/build_models.py | $(STAMP)
+	$(BIN)/python tools/build_models.py --out models
+	touch $@
+
+dev: setup models
+	$(BIN)/kxform triton --model-repository models
+
+test: setup models lint typecheck
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check src tests tools transformers
+	$(BIN)/ruff format --check src tests tools transformers
+
+typecheck: setup
+	$(BIN)/mypy
+
+# Re-resolve the pinned versions from pyproject.toml in a scratch venv.
+lock:
+	rm -rf build/lock && $(PYTHON) -m venv build/lock
+	build/lock/bin/pip install --quiet --upgrade pip
+	build/lock/bin/pip install --quiet '.[dev]'
+	{ echo "# Pinned versions for development, tests and CI (pip install -c). Regenerate: make lock"; \
+	  build/lock/bin/pip freeze --all | grep -v -E '^(-e|kxform|setuptools|wheel)' | sort -f; } > requirements/constraints.txt
+
+clean:
+	rm -rf $(VENV) models build

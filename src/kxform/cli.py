@@ -1,0 +1,108 @@
+"""The ``kxform`` command line: parses arguments and calls the library; no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+from kxform.errors import KxformError
+
+__all__ = ["main"]
+
+
+class _StopSignalError(Exception):
+    """Raised by the SIGINT/SIGTERM handler to unwind into the command's clean-up."""
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _StopSignalError(signal.Signals(signum).name)
+
+
+def _on_stop_signals() -> None:
+    signal.signal(signal.SIGINT, _raise_stop)
+    signal.signal(signal.SIGTERM, _raise_stop)
+
+
+def _add_triton(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "triton",
+        help="run the real Triton server on a model repository (TorchScript models served on the CPU)",
+        description="Serve a Triton model repository as uploaded for KServe's Triton predictor. "
+        "pytorch_libtorch models are served through a generated Python-backend model that loads the "
+        "same model.pt with torch.jit.load.",
+    )
+    parser.add_argument("--model-repository", type=Path, required=True, metavar="DIR")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--address", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--startup-timeout", type=float, default=300.0, metavar="SECONDS")
+    parser.set_defaults(run=_run_triton)
+
+
+def _run_triton(args: argparse.Namespace) -> int:
+    from kxform.triton import TritonPorts, TritonServer
+
+    server = TritonServer(
+        args.model_repository,
+        TritonPorts(args.http_port, args.grpc_port, args.metrics_port),
+        address=args.address,
+        startup_timeout=args.startup_timeout,
+    )
+    _on_stop_signals()
+    try:
+        server.start()
+        _print_triton_ready(server)
+        status = server.wait()
+        print(f"kxform triton: tritonserver exited with status {status}", file=sys.stderr)
+        return 1
+    except _StopSignalError:
+        print("kxform triton: stopping", file=sys.stderr)
+        return 0
+    finally:
+        server.stop()
+
+
+def _print_triton_ready(server: object) -> None:
+    from kxform.triton import TritonServer
+
+    assert isinstance(server, TritonServer)
+    states = server.model_states()
+    where = f"HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}"
+    print(f"kxform triton: ready on {where}")
+    for model in server.models:
+        how = "TorchScript via torch.jit.load" if model.adapted else "as configured"
+        print(f"  model {model.name}: {states.get(model.name, 'UNKNOWN')} ({how})")
+    print(f"  try: curl -s {server.http_url}/v2/models/{server.models[0].name}")
+    sys.stdout.flush()
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kxform", description="Pluggable KServe transformers for Triton.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in _COMMANDS:
+        add(commands)
+    return parser
+
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [_add_triton]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kxform`` console script; returns the process exit status."""
+    args = _build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except KxformError as exc:
+        print(f"kxform {args.command}: error: {exc.message}", file=sys.stderr)
+        return 1
+    except _StopSignalError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Test helpers for kxform and its plugins: real servers on free ports, as pytest fixtures.
+
+Use from a plugin's tests with ``pytest_plugins = ["kxform.testing"]``. The ``triton`` fixture starts
+``kxform triton`` (the real Triton binary) once per session on the repository named by
+``KXFORM_MODEL_REPOSITORY`` or ``models/`` under the pytest root directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+__all__ = ["ServerProcess", "free_port", "model_repository", "start_triton", "triton"]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_status(url: str, timeout: float = 2.0) -> int | None:
+    """The status of ``GET url``, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+@dataclass
+class ServerProcess:
+    """A ``kxform`` command running as its own process, its output collected in a file."""
+
+    command: list[str]
+    log_path: Path
+    ports: dict[str, int]
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['http']}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.ports['grpc']}"
+
+    def start(self) -> None:
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, path: str = "/v2/health/ready", timeout: float = 300.0) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.command[2:4]} exited with {self.process.returncode}:\n{self.log()}"
+                )
+            if http_status(self.http_url + path) == 200:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.command[2:4]} not ready after {timeout}s:\n{self.log()[-4000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        """Send ``sig`` and return the exit status; kill after ``timeout``."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+
+def kxform_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "kxform", *args]
+
+
+def start_triton(repository: Path, log_dir: Path, extra: Sequence[str] = ()) -> ServerProcess:
+    """Start ``kxform triton`` on free ports and wait until it is ready."""
+    ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
+    command = kxform_command(
+        "triton",
+        f"--model-repository={repository}",
+        f"--http-port={ports['http']}",
+        f"--grpc-port={ports['grpc']}",
+        f"--metrics-port={ports['metrics']}",
+        *extra,
+    )
+    server = ServerProcess(command, log_dir / f"triton-{ports['http']}.log", ports)
+    server.start()
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop(signal.SIGKILL)
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def model_repository(pytestconfig: pytest.Config) -> Path:
+    """The example model repository built by ``make models``."""
+    path = Path(os.environ.get("KXFORM_MODEL_REPOSITORY", pytestconfig.rootpath / "models"))
+    if not (path / "cifar10" / "config.pbtxt").exists():
+        pytest.fail(f"no model repository at {path}: run `make models` (make test does it for you)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def triton(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """``kxform triton`` serving the example repository for the whole session."""
+    server = start_triton(model_repository, tmp_path_factory.mktemp("triton"))
+    yield server
+    with contextlib.suppress(Exception):
+        server.stop()

@@ -1,0 +1,117 @@
+"""Derive a Triton model repository this machine can serve from one users upload to KServe.
+
+Triton here has the Python backend only. A model with ``platform: "pytorch_libtorch"`` (or
+``backend: "pytorch"``) is rewritten into a Python-backend model whose ``model.py`` is
+``pytorch_adapter.py``: it loads the user's unchanged ``model.pt`` with ``torch.jit.load``. The
+rewritten config keeps names, dtypes, dims, ``max_batch_size``, batching, instance counts,
+label files and parameters; every other model is linked through untouched.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import text_format
+from google.protobuf.message import Message
+
+from kxform.errors import TritonServerError
+
+__all__ = ["DerivedModel", "derive_repository", "read_model_config"]
+
+ADAPTER_SOURCE = Path(__file__).with_name("pytorch_adapter.py")
+TORCHSCRIPT_FILE_PARAMETER = "KXFORM_TORCHSCRIPT_FILE"
+_PYTORCH_PLATFORMS = {"pytorch_libtorch"}
+_PYTORCH_BACKENDS = {"pytorch"}
+
+
+@dataclass(frozen=True, slots=True)
+class DerivedModel:
+    """One model of the source repository and how it is served."""
+
+    name: str
+    source: Path
+    adapted: bool  # True when served by the TorchScript adapter
+
+
+def _model_config_pb2() -> Any:
+    # Triton's own protos ship with tritonclient; importing them pulls in grpc, so only here.
+    from tritonclient.grpc import model_config_pb2
+
+    return model_config_pb2
+
+
+def read_model_config(path: Path) -> Message:
+    """Parse a ``config.pbtxt`` with protobuf's text-format parser into Triton's ``ModelConfig``."""
+    config = _model_config_pb2().ModelConfig()
+    try:
+        text_format.Parse(path.read_text(encoding="utf-8"), config)
+    except text_format.ParseError as exc:
+        raise TritonServerError(f"{path} is not a valid Triton model config: {exc}") from exc
+    return config
+
+
+def _is_torchscript(config: Message) -> bool:
+    return config.platform in _PYTORCH_PLATFORMS or config.backend in _PYTORCH_BACKENDS
+
+
+def _adapt_config(config: Message, name: str) -> Message:
+    """Return the Python-backend config serving the same TorchScript model."""
+    pb2 = _model_config_pb2()
+    adapted = pb2.ModelConfig()
+    adapted.CopyFrom(config)
+    adapted.name = name
+    adapted.platform = ""
+    adapted.backend = "python"
+    filename = config.default_model_filename or "model.pt"
+    adapted.default_model_filename = ""  # the Python backend would read it as the name of model.py
+    adapted.parameters[TORCHSCRIPT_FILE_PARAMETER].string_value = filename
+    for group in adapted.instance_group:
+        # No GPU here: the adapter runs on the CPU whatever kind the user asked for.
+        group.kind = pb2.ModelInstanceGroup.Kind.KIND_CPU
+        del group.gpus[:]
+    return adapted
+
+
+def _version_dirs(model_dir: Path) -> list[Path]:
+    return sorted(p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _adapt_model(source: Path, target: Path, config: Message) -> None:
+    adapted = _adapt_config(config, source.name)
+    filename = adapted.parameters[TORCHSCRIPT_FILE_PARAMETER].string_value
+    target.mkdir()
+    (target / "config.pbtxt").write_text(text_format.MessageToString(adapted), encoding="utf-8")
+    for entry in source.iterdir():
+        if entry.is_dir() and entry.name.isdigit():
+            continue
+        if entry.name != "config.pbtxt":
+            (target / entry.name).symlink_to(entry.resolve())  # label files and anything else the user ships
+    for version in _version_dirs(source):
+        (target / version.name).mkdir()
+        shutil.copyfile(ADAPTER_SOURCE, target / version.name / "model.py")
+        weights = version / filename
+        if weights.exists():
+            (target / version.name / filename).symlink_to(weights.resolve())
+        # A missing file is left for Triton to report: it names the model and the path.
+
+
+def derive_repository(source: Path, target: Path) -> list[DerivedModel]:
+    """Fill the empty directory ``target`` with a repository serving every model of ``source``."""
+    if not source.is_dir():
+        raise TritonServerError(f"model repository {source} does not exist or is not a directory")
+    models = []
+    for model_dir in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        config_path = model_dir / "config.pbtxt"
+        config = read_model_config(config_path) if config_path.exists() else None
+        if config is not None and _is_torchscript(config):
+            _adapt_model(model_dir, target / model_dir.name, config)
+            models.append(DerivedModel(model_dir.name, model_dir, adapted=True))
+        else:
+            (target / model_dir.name).symlink_to(model_dir.resolve())
+            models.append(DerivedModel(model_dir.name, model_dir, adapted=False))
+    if not models:
+        raise TritonServerError(f"model repository {source} holds no model directories")
+    return models

@@ -1,0 +1,187 @@
+"""``kxform triton`` against the real Triton binary: the seeds' request, gRPC, failures and clean stops."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import torch
+import tritonclient.grpc as grpcclient
+
+from kxform.testing import ServerProcess, free_port, kxform_command, start_triton
+
+pytestmark = pytest.mark.integration
+
+SEED_REQUEST = Path(__file__).resolve().parents[3] / "shared" / "kserve" / "input.json"
+
+
+def seed_tensor() -> np.ndarray:
+    (tensor,) = json.loads(SEED_REQUEST.read_text())["inputs"]
+    return np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
+
+
+def in_process(model_repository: Path, model: str, *inputs: np.ndarray) -> np.ndarray:
+    module = torch.jit.load(str(model_repository / model / "1" / "model.pt"))
+    with torch.no_grad():
+        return np.asarray(module(*[torch.from_numpy(x) for x in inputs]).numpy())
+
+
+def test_seed_curl_request_over_http_equals_model_in_process(
+    triton: ServerProcess, model_repository: Path
+) -> None:
+    # The seeds' command, as written: curl -H "Content-Type: application/json" .../infer -d @./input.json
+    reply = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-H",
+            "Content-Type: application/json",
+            f"{triton.http_url}/v2/models/cifar10/infer",
+            "-d",
+            f"@{SEED_REQUEST}",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    (output,) = json.loads(reply.stdout)["outputs"]
+
+    assert (output["name"], output["datatype"], output["shape"]) == ("OUTPUT__0", "FP32", [1, 10])
+    expected = in_process(model_repository, "cifar10", seed_tensor())
+    np.testing.assert_allclose(np.asarray(output["data"]).reshape(1, 10), expected, atol=1e-5)
+
+
+def test_seed_tensor_over_grpc_equals_model_in_process(triton: ServerProcess, model_repository: Path) -> None:
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    tensor = grpcclient.InferInput("INPUT__0", [1, 3, 32, 32], "FP32")
+    tensor.set_data_from_numpy(seed_tensor())
+
+    result = client.infer("cifar10", [tensor])
+
+    np.testing.assert_allclose(
+        result.as_numpy("OUTPUT__0"), in_process(model_repository, "cifar10", seed_tensor()), atol=1e-5
+    )
+
+
+def test_dynamic_batching_keeps_each_request_its_own_rows(
+    triton: ServerProcess, model_repository: Path
+) -> None:
+    # Concurrent requests of 1-3 rows: Triton's dynamic batcher hands several to the adapter at once.
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    batches = [np.random.default_rng(i).random((1 + i % 3, 3, 32, 32), dtype=np.float32) for i in range(24)]
+
+    def infer(batch: np.ndarray) -> np.ndarray:
+        tensor = grpcclient.InferInput("INPUT__0", list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(batch)
+        return np.asarray(client.infer("cifar10", [tensor]).as_numpy("OUTPUT__0"))
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        outputs = list(pool.map(infer, batches))
+    for batch, output in zip(batches, outputs, strict=True):
+        np.testing.assert_allclose(output, in_process(model_repository, "cifar10", batch), atol=1e-5)
+
+
+def test_model_config_keeps_batching_instances_and_labels(triton: ServerProcess) -> None:
+    config = grpcclient.InferenceServerClient(triton.grpc_url).get_model_config("digits", as_json=True)[
+        "config"
+    ]
+
+    assert int(config["max_batch_size"]) == 64
+    assert "dynamic_batching" in config
+    assert [g["count"] for g in config["instance_group"]] == [1]
+    assert config["output"][0]["label_filename"] == "labels.txt"
+
+
+def write_probe_model(repo: Path, inference_mode: str) -> None:
+    """A scripted model whose second output tells whether it ran under torch.inference_mode()."""
+
+    class Probe(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            y = x * 2
+            return y, torch.tensor([y.is_inference()], dtype=torch.bool).expand(x.shape[0], 1)
+
+    (repo / "probe" / "1").mkdir(parents=True)
+    torch.jit.script(Probe()).save(str(repo / "probe" / "1" / "model.pt"))
+    (repo / "probe" / "config.pbtxt").write_text(
+        'platform: "pytorch_libtorch"\nmax_batch_size: 4\n'
+        'input [ { name: "INPUT__0" data_type: TYPE_FP32 dims: [2] } ]\n'
+        'output [ { name: "OUTPUT__0" data_type: TYPE_FP32 dims: [2] },'
+        ' { name: "OUTPUT__1" data_type: TYPE_BOOL dims: [1] } ]\n'
+        "instance_group [ { count: 2 kind: KIND_CPU } ]\n"
+        f'parameters: {{ key: "INFERENCE_MODE" value: {{ string_value: "{inference_mode}" }} }}\n'
+        'parameters: { key: "NUM_THREADS" value: { string_value: "1" } }\n'
+    )
+
+
+def server_processes(server: ServerProcess) -> list[psutil.Process]:
+    assert server.process is not None
+    return psutil.Process(server.process.pid).children(recursive=True)
+
+
+@pytest.mark.parametrize("inference_mode", ["true", "false"])
+def test_inference_mode_parameter_is_honoured_and_sigint_leaves_nothing(
+    tmp_path: Path, inference_mode: str
+) -> None:
+    write_probe_model(tmp_path / "repo", inference_mode)
+    server = start_triton(tmp_path / "repo", tmp_path)
+    children = server_processes(server)
+    derived = [
+        Path(arg.split("=", 1)[1])
+        for p in children
+        if p.name() == "tritonserver"
+        for arg in p.cmdline()
+        if arg.startswith("--model-repository=")
+    ]
+    stubs = [p for p in children if p.name().startswith("triton_python")]
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    tensor = grpcclient.InferInput("INPUT__0", [3, 2], "FP32")
+    tensor.set_data_from_numpy(np.ones((3, 2), dtype=np.float32))
+
+    result = client.infer("probe", [tensor])
+    status = server.stop(signal.SIGINT)
+
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT__0"), np.full((3, 2), 2.0, dtype=np.float32))
+    assert result.as_numpy("OUTPUT__1").tolist() == [[inference_mode == "true"]] * 3
+    assert len(stubs) == 2  # instance_group count: one stub process per instance
+    assert status == 0
+    assert [p.pid for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+    assert derived
+    assert not any(path.exists() for path in derived)  # the temporary repository is gone
+
+
+def test_broken_model_is_reported_by_name_and_leaves_no_process(
+    tmp_path: Path, model_repository: Path
+) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(model_repository / "cifar10", repo / "broken")
+    (repo / "broken" / "config.pbtxt").write_text(
+        (repo / "broken" / "config.pbtxt").read_text().replace('name: "cifar10"', 'name: "broken"')
+    )
+    (repo / "broken" / "1" / "model.pt").write_bytes(b"this is not a TorchScript archive")
+    before = {
+        p.pid for p in psutil.process_iter() if p.name() in {"tritonserver", "triton_python_backend_stub"}
+    }
+
+    ports = [f"--{kind}-port={free_port()}" for kind in ("http", "grpc", "metrics")]
+    done = subprocess.run(
+        kxform_command("triton", f"--model-repository={repo}", *ports),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 1
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("kxform triton: error: model 'broken' failed to load:"), last_line
+    assert "model.pt" in last_line or "archive" in last_line
+    after = {
+        p.pid for p in psutil.process_iter() if p.name() in {"tritonserver", "triton_python_backend_stub"}
+    }
+    assert after <= before

@@ -1,0 +1,210 @@
+"""Build the example Triton model repository (``make models``), laid out as users upload it for KServe.
+
+Every model is TorchScript (``<name>/1/model.pt``) with ``platform: "pytorch_libtorch"``, inputs
+``INPUT__i`` and outputs ``OUTPUT__i`` as in the seeds. No weights are downloaded: ``cifar10`` and
+``resnet50`` use seeded random weights (only shapes matter), ``digits`` is trained here on
+scikit-learn's bundled dataset. Generation is deterministic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 - the name every PyTorch example uses
+from torch import nn
+
+# TorchScript is deprecated upstream, yet it is the format Triton's PyTorch backend serves (see the seeds).
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=FutureWarning)
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+DIGITS_SEED = 0
+DIGITS_TEST_SIZE = 0.25  # sklearn.model_selection.train_test_split(..., random_state=0, stratify=y)
+
+
+class Cifar10Net(nn.Module):
+    """The seeds' CIFAR-10 network (conv 3->6->16, fc 120/84/10)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 5)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = x.view(-1, 16 * 5 * 5)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+class DigitsNet(nn.Module):
+    """A small CNN for 1x8x8 grayscale digits with pixel values in [0, 1]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.fc1 = nn.Linear(32 * 4 * 4, 64)
+        self.fc2 = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv1(x))
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = F.relu(self.fc1(torch.flatten(x, 1)))
+        return self.fc2(x)
+
+
+def config_text(name: str, inputs: str, outputs: str, max_batch_size: int, extra: str = "") -> str:
+    return f"""name: "{name}"
+platform: "pytorch_libtorch"
+max_batch_size: {max_batch_size}
+input [
+{inputs}
+]
+output [
+{outputs}
+]
+dynamic_batching {{
+  max_queue_delay_microseconds: 500
+}}
+instance_group [
+  {{
+    count: 1
+    kind: KIND_CPU
+  }}
+]
+{extra}"""
+
+
+def tensor_text(name: str, data_type: str, dims: list[int], label_filename: str = "") -> str:
+    labels = f'\n    label_filename: "{label_filename}"' if label_filename else ""
+    return f'  {{\n    name: "{name}"\n    data_type: {data_type}\n    dims: {dims}{labels}\n  }}'
+
+
+def save_traced(module: nn.Module, example: torch.Tensor, model_dir: Path) -> None:
+    module.eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(module, example)
+    (model_dir / "1").mkdir(parents=True)
+    traced.save(str(model_dir / "1" / "model.pt"))
+
+
+def build_cifar10(model_dir: Path) -> None:
+    torch.manual_seed(0)
+    save_traced(Cifar10Net(), torch.rand(1, 3, 32, 32), model_dir)
+    (model_dir / "labels.txt").write_text("\n".join(CIFAR10_CLASSES) + "\n")
+    (model_dir / "config.pbtxt").write_text(
+        config_text(
+            "cifar10",
+            tensor_text("INPUT__0", "TYPE_FP32", [3, 32, 32]),
+            tensor_text("OUTPUT__0", "TYPE_FP32", [10], "labels.txt"),
+            max_batch_size=8,
+        )
+    )
+
+
+def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The fixed train/held-out split of scikit-learn's digits: images as float32 [N,1,8,8] in [0,1]."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, digits.target, test_size=DIGITS_TEST_SIZE, random_state=DIGITS_SEED, stratify=digits.target
+    )
+    return x_train, x_test, y_train, y_test
+
+
+def train_digits() -> tuple[nn.Module, float]:
+    x_train, x_test, y_train, y_test = digits_split()
+    torch.manual_seed(DIGITS_SEED)
+    net = DigitsNet()
+    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
+    xs, ys = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    order = torch.Generator().manual_seed(DIGITS_SEED)
+    for _epoch in range(30):
+        for batch in torch.randperm(len(xs), generator=order).split(64):
+            optimiser.zero_grad()
+            F.cross_entropy(net(xs[batch]), ys[batch]).backward()
+            optimiser.step()
+    net.eval()
+    with torch.no_grad():
+        predicted = net(torch.from_numpy(x_test)).argmax(1).numpy()
+    return net, float((predicted == y_test).mean())
+
+
+def build_digits(model_dir: Path) -> None:
+    net, accuracy = train_digits()
+    print(f"  digits: held-out accuracy {accuracy:.4f} on {len(digits_split()[3])} images")
+    if accuracy < 0.95:
+        raise SystemExit(f"digits model reached only {accuracy:.2%} held-out accuracy (< 95%)")
+    save_traced(net, torch.rand(1, 1, 8, 8), model_dir)
+    (model_dir / "labels.txt").write_text("\n".join(str(d) for d in range(10)) + "\n")
+    (model_dir / "config.pbtxt").write_text(
+        config_text(
+            "digits",
+            tensor_text("INPUT__0", "TYPE_FP32", [1, 8, 8]),
+            tensor_text("OUTPUT__0", "TYPE_FP32", [10], "labels.txt"),
+            max_batch_size=64,
+        )
+    )
+
+
+def build_resnet50(model_dir: Path) -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet50(weights=None)
+    save_traced(net, torch.rand(1, 3, 224, 224), model_dir)
+    categories = torchvision.models.ResNet50_Weights.IMAGENET1K_V2.meta["categories"]
+    (model_dir / "labels.txt").write_text("\n".join(categories) + "\n")
+    (model_dir / "config.pbtxt").write_text(
+        config_text(
+            "resnet50",
+            tensor_text("INPUT__0", "TYPE_FP32", [3, 224, 224]),
+            tensor_text("OUTPUT__0", "TYPE_FP32", [1000], "labels.txt"),
+            max_batch_size=8,
+            extra='parameters: {\n  key: "INFERENCE_MODE"\n  value: { string_value: "true" }\n}\n',
+        )
+    )
+
+
+BUILDERS: dict[str, Callable[[Path], None]] = {
+    "cifar10": build_cifar10,
+    "digits": build_digits,
+    "resnet50": build_resnet50,
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("models"))
+    parser.add_argument("--only", nargs="*", choices=sorted(BUILDERS), default=sorted(BUILDERS))
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # deterministic training, and 2 cores are all there is
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.only:
+        started = time.perf_counter()
+        target = args.out / name
+        shutil.rmtree(target, ignore_errors=True)
+        BUILDERS[name](target)
+        print(f"  {name}: built in {time.perf_counter() - started:.1f}s -> {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
