@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kxform-setup
 PLUGINS := $(sort $(dir $(wildcard transformers/*/pyproject.toml)))
 MODELS_STAMP := models/.built
+LINT_PATHS := src tests tools conftest.py $(wildcard transformers benchmarks)
 
 .PHONY: setup models dev test lint typecheck bench lock clean
 
@@ -30,8 +31,8 @@ test: setup models lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check src tests tools transformers
-	$(BIN)/ruff format --check src tests tools transformers
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 typecheck: setup
 	$(BIN)/mypy
