@@ -1,5 +1,24 @@
-"""kxform: pluggable KServe transformers in front of NVIDIA Triton."""
+"""kxform: pluggable KServe transformers in front of NVIDIA Triton.
+
+A plugin subclasses ``kxform.Transformer`` and registers it in the ``kxform.transformers``
+entry-point group; ``kxform serve --transformer NAME`` finds it.
+"""
 
 from __future__ import annotations
+
+from kxform.errors import DecodeError, KxformError, RequestError
+from kxform.predictor.metadata import ModelSpec, TensorSpec
+from kxform.transformer import Context, Transformer
+
+__all__ = [
+    "Context",
+    "DecodeError",
+    "KxformError",
+    "ModelSpec",
+    "RequestError",
+    "TensorSpec",
+    "Transformer",
+    "__version__",
+]
 
 __version__ = "0.1.0"

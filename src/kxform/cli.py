@@ -81,6 +81,57 @@ def _print_triton_ready(server: object) -> None:
     sys.stdout.flush()
 
 
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from kxform.settings import add_serve_arguments
+
+    parser = commands.add_parser(
+        "serve",
+        help="serve transformer plugins in front of a predictor (the InferenceService transformer container)",
+        description="Serve the named plugins with kserve's ModelServer: V1 and V2 REST on --http_port, "
+        "V2 gRPC on --grpc_port, forwarding to the Triton predictor at --predictor_host.",
+    )
+    add_serve_arguments(parser)
+    parser.set_defaults(run=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from kxform.server import serve
+    from kxform.settings import serve_settings
+
+    try:
+        settings = serve_settings(args)
+    except argparse.ArgumentTypeError as exc:
+        print(f"kxform serve: error: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger("kxform").setLevel(settings.log_level)
+    serve(settings)
+    return 0
+
+
+def _add_plugins(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("plugins", help="list installed transformer plugins (imports none of them)")
+    parser.set_defaults(run=_run_plugins)
+
+
+def _run_plugins(args: argparse.Namespace) -> int:
+    from kxform.plugins import discover
+
+    rows = [("NAME", "DISTRIBUTION", "VERSION", "TARGET")]
+    for name, claims in discover().items():
+        rows += [(name, info.distribution, info.version, info.target) for info in claims]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse a ``kxform`` command line (``parse_args(["serve", ...])``), as the console script does."""
+    return _build_parser().parse_args(argv)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kxform", description="Pluggable KServe transformers for Triton.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -89,12 +140,16 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [_add_triton]
+_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    _add_serve,
+    _add_triton,
+    _add_plugins,
+]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kxform`` console script; returns the process exit status."""
-    args = _build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return int(args.run(args))
     except KxformError as exc:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["ServerProcess", "free_port", "model_repository", "start_triton", "triton"]
+__all__ = ["ServerProcess", "free_port", "model_repository", "start_serve", "start_triton", "triton"]
 
 
 def free_port() -> int:
@@ -72,9 +72,7 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.command[2:4]} exited with {self.process.returncode}:\n{self.log()}"
-                )
+                raise RuntimeError(f"{self.command[2:4]} exited with {self.process.returncode}:\n{self.log()}")
             if http_status(self.http_url + path) == 200:
                 return
             time.sleep(0.2)
@@ -112,6 +110,29 @@ def start_triton(repository: Path, log_dir: Path, extra: Sequence[str] = ()) -> 
     server.start()
     try:
         server.wait_ready()
+    except BaseException:
+        server.stop(signal.SIGKILL)
+        raise
+    return server
+
+
+def start_serve(
+    transformers: Sequence[str], predictor_host: str, log_dir: Path, extra: Sequence[str] = (), wait: bool = True
+) -> ServerProcess:
+    """Start ``kxform serve`` on free ports in front of ``predictor_host``; wait until it is ready."""
+    ports = {"http": free_port(), "grpc": free_port()}
+    command = kxform_command(
+        "serve",
+        *(f"--transformer={name}" for name in transformers),
+        f"--predictor_host={predictor_host}",
+        f"--http_port={ports['http']}",
+        f"--grpc_port={ports['grpc']}",
+        *extra,
+    )
+    server = ServerProcess(command, log_dir / f"serve-{ports['http']}.log", ports)
+    server.start()
+    try:
+        server.wait_ready("/v2/health/ready" if wait else "/v2/health/live", timeout=120)
     except BaseException:
         server.stop(signal.SIGKILL)
         raise

@@ -37,9 +37,7 @@ def write_model(repo: Path, name: str, config: str, files: dict[str, bytes]) -> 
 @pytest.fixture
 def source(tmp_path: Path) -> Path:
     repo = tmp_path / "source"
-    write_model(
-        repo, "cifar", TORCHSCRIPT_CONFIG, {"1/weights.pt": b"pt", "2/weights.pt": b"pt2", "labels.txt": b"a"}
-    )
+    write_model(repo, "cifar", TORCHSCRIPT_CONFIG, {"1/weights.pt": b"pt", "2/weights.pt": b"pt2", "labels.txt": b"a"})
     write_model(repo, "echo", PYTHON_CONFIG, {"1/model.py": b"# python model"})
     return repo
 
@@ -92,9 +90,7 @@ def test_read_model_config_names_the_file_on_a_syntax_error(tmp_path: Path) -> N
     ("make", "message"),
     [
         pytest.param(lambda p: p / "missing", "does not exist", id="missing"),
-        pytest.param(
-            lambda p: (p / "empty").mkdir() or p / "empty", "holds no model directories", id="empty"
-        ),
+        pytest.param(lambda p: (p / "empty").mkdir() or p / "empty", "holds no model directories", id="empty"),
     ],
 )
 def test_derive_repository_rejects_unusable_source(tmp_path: Path, make: object, message: str) -> None:

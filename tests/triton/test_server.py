@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
 import torch
-import tritonclient.grpc as grpcclient
+from kserve import InferenceGRPCClient
+from kserve.protocol.infer_type import InferInput, InferRequest
 
 from kxform.testing import ServerProcess, free_port, kxform_command, start_triton
 
@@ -33,9 +35,7 @@ def in_process(model_repository: Path, model: str, *inputs: np.ndarray) -> np.nd
         return np.asarray(module(*[torch.from_numpy(x) for x in inputs]).numpy())
 
 
-def test_seed_curl_request_over_http_equals_model_in_process(
-    triton: ServerProcess, model_repository: Path
-) -> None:
+def test_seed_curl_request_over_http_equals_model_in_process(triton: ServerProcess, model_repository: Path) -> None:
     # The seeds' command, as written: curl -H "Content-Type: application/json" .../infer -d @./input.json
     reply = subprocess.run(
         [
@@ -58,40 +58,38 @@ def test_seed_curl_request_over_http_equals_model_in_process(
     np.testing.assert_allclose(np.asarray(output["data"]).reshape(1, 10), expected, atol=1e-5)
 
 
-def test_seed_tensor_over_grpc_equals_model_in_process(triton: ServerProcess, model_repository: Path) -> None:
-    client = grpcclient.InferenceServerClient(triton.grpc_url)
-    tensor = grpcclient.InferInput("INPUT__0", [1, 3, 32, 32], "FP32")
-    tensor.set_data_from_numpy(seed_tensor())
+# tritonclient.grpc and kserve define the same protobuf symbols and cannot share a process with kxform's
+# tests; kserve's own gRPC client speaks the same V2 protocol to Triton.
+async def grpc_infer(url: str, model: str, name: str, array: np.ndarray) -> np.ndarray:
+    tensor = InferInput(name, list(array.shape), "FP32")
+    tensor.set_data_from_numpy(array, binary_data=True)
+    client = InferenceGRPCClient(url, timeout=60, retries=0)
+    try:
+        response = await client.infer(InferRequest(model, [tensor]))
+    finally:
+        await client.close()
+    return np.asarray(response.outputs[0].as_numpy())
 
-    result = client.infer("cifar10", [tensor])
 
-    np.testing.assert_allclose(
-        result.as_numpy("OUTPUT__0"), in_process(model_repository, "cifar10", seed_tensor()), atol=1e-5
-    )
+async def test_seed_tensor_over_grpc_equals_model_in_process(triton: ServerProcess, model_repository: Path) -> None:
+    result = await grpc_infer(triton.grpc_url, "cifar10", "INPUT__0", seed_tensor())
+
+    np.testing.assert_allclose(result, in_process(model_repository, "cifar10", seed_tensor()), atol=1e-5)
 
 
-def test_dynamic_batching_keeps_each_request_its_own_rows(
-    triton: ServerProcess, model_repository: Path
-) -> None:
+async def test_dynamic_batching_keeps_each_request_its_own_rows(triton: ServerProcess, model_repository: Path) -> None:
     # Concurrent requests of 1-3 rows: Triton's dynamic batcher hands several to the adapter at once.
-    client = grpcclient.InferenceServerClient(triton.grpc_url)
     batches = [np.random.default_rng(i).random((1 + i % 3, 3, 32, 32), dtype=np.float32) for i in range(24)]
 
-    def infer(batch: np.ndarray) -> np.ndarray:
-        tensor = grpcclient.InferInput("INPUT__0", list(batch.shape), "FP32")
-        tensor.set_data_from_numpy(batch)
-        return np.asarray(client.infer("cifar10", [tensor]).as_numpy("OUTPUT__0"))
+    outputs = await asyncio.gather(*(grpc_infer(triton.grpc_url, "cifar10", "INPUT__0", b) for b in batches))
 
-    with ThreadPoolExecutor(max_workers=12) as pool:
-        outputs = list(pool.map(infer, batches))
     for batch, output in zip(batches, outputs, strict=True):
         np.testing.assert_allclose(output, in_process(model_repository, "cifar10", batch), atol=1e-5)
 
 
 def test_model_config_keeps_batching_instances_and_labels(triton: ServerProcess) -> None:
-    config = grpcclient.InferenceServerClient(triton.grpc_url).get_model_config("digits", as_json=True)[
-        "config"
-    ]
+    with urllib.request.urlopen(f"{triton.http_url}/v2/models/digits/config", timeout=10) as reply:
+        config = json.loads(reply.read())
 
     assert int(config["max_batch_size"]) == 64
     assert "dynamic_batching" in config
@@ -126,9 +124,7 @@ def server_processes(server: ServerProcess) -> list[psutil.Process]:
 
 
 @pytest.mark.parametrize("inference_mode", ["true", "false"])
-def test_inference_mode_parameter_is_honoured_and_sigint_leaves_nothing(
-    tmp_path: Path, inference_mode: str
-) -> None:
+def test_inference_mode_parameter_is_honoured_and_sigint_leaves_nothing(tmp_path: Path, inference_mode: str) -> None:
     write_probe_model(tmp_path / "repo", inference_mode)
     server = start_triton(tmp_path / "repo", tmp_path)
     children = server_processes(server)
@@ -140,15 +136,14 @@ def test_inference_mode_parameter_is_honoured_and_sigint_leaves_nothing(
         if arg.startswith("--model-repository=")
     ]
     stubs = [p for p in children if p.name().startswith("triton_python")]
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    tensor = grpcclient.InferInput("INPUT__0", [3, 2], "FP32")
-    tensor.set_data_from_numpy(np.ones((3, 2), dtype=np.float32))
-
-    result = client.infer("probe", [tensor])
+    body = {"inputs": [{"name": "INPUT__0", "shape": [3, 2], "datatype": "FP32", "data": [1.0] * 6}]}
+    request = urllib.request.Request(f"{server.http_url}/v2/models/probe/infer", data=json.dumps(body).encode())
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        outputs = {o["name"]: o["data"] for o in json.loads(reply.read())["outputs"]}
     status = server.stop(signal.SIGINT)
 
-    np.testing.assert_array_equal(result.as_numpy("OUTPUT__0"), np.full((3, 2), 2.0, dtype=np.float32))
-    assert result.as_numpy("OUTPUT__1").tolist() == [[inference_mode == "true"]] * 3
+    assert outputs["OUTPUT__0"] == [2.0] * 6
+    assert outputs["OUTPUT__1"] == [inference_mode == "true"] * 3
     assert len(stubs) == 2  # instance_group count: one stub process per instance
     assert status == 0
     assert [p.pid for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
@@ -156,18 +151,14 @@ def test_inference_mode_parameter_is_honoured_and_sigint_leaves_nothing(
     assert not any(path.exists() for path in derived)  # the temporary repository is gone
 
 
-def test_broken_model_is_reported_by_name_and_leaves_no_process(
-    tmp_path: Path, model_repository: Path
-) -> None:
+def test_broken_model_is_reported_by_name_and_leaves_no_process(tmp_path: Path, model_repository: Path) -> None:
     repo = tmp_path / "repo"
     shutil.copytree(model_repository / "cifar10", repo / "broken")
     (repo / "broken" / "config.pbtxt").write_text(
         (repo / "broken" / "config.pbtxt").read_text().replace('name: "cifar10"', 'name: "broken"')
     )
     (repo / "broken" / "1" / "model.pt").write_bytes(b"this is not a TorchScript archive")
-    before = {
-        p.pid for p in psutil.process_iter() if p.name() in {"tritonserver", "triton_python_backend_stub"}
-    }
+    before = {p.pid for p in psutil.process_iter() if p.name() in {"tritonserver", "triton_python_backend_stub"}}
 
     ports = [f"--{kind}-port={free_port()}" for kind in ("http", "grpc", "metrics")]
     done = subprocess.run(
@@ -181,7 +172,5 @@ def test_broken_model_is_reported_by_name_and_leaves_no_process(
     last_line = done.stderr.strip().splitlines()[-1]
     assert last_line.startswith("kxform triton: error: model 'broken' failed to load:"), last_line
     assert "model.pt" in last_line or "archive" in last_line
-    after = {
-        p.pid for p in psutil.process_iter() if p.name() in {"tritonserver", "triton_python_backend_stub"}
-    }
+    after = {p.pid for p in psutil.process_iter() if p.name() in {"tritonserver", "triton_python_backend_stub"}}
     assert after <= before

@@ -125,12 +125,8 @@ class TritonPythonModel:
             result = self.module(*arguments)
         values = list(result) if isinstance(result, tuple) else [result]
         if len(values) < len(self.outputs):
-            raise ValueError(
-                f"model returned {len(values)} values, config declares {len(self.outputs)} outputs"
-            )
-        return [
-            (spec["name"], _to_numpy(value, spec)) for spec, value in zip(self.outputs, values, strict=False)
-        ]
+            raise ValueError(f"model returned {len(values)} values, config declares {len(self.outputs)} outputs")
+        return [(spec["name"], _to_numpy(value, spec)) for spec, value in zip(self.outputs, values, strict=False)]
 
 
 def _to_torch(array: Array) -> Any:

@@ -18,6 +18,7 @@ from google.protobuf import text_format
 from google.protobuf.message import Message
 
 from kxform.errors import TritonServerError
+from kxform.model_config import model_config_pb2
 
 __all__ = ["DerivedModel", "derive_repository", "read_model_config"]
 
@@ -37,10 +38,7 @@ class DerivedModel:
 
 
 def _model_config_pb2() -> Any:
-    # Triton's own protos ship with tritonclient; importing them pulls in grpc, so only here.
-    from tritonclient.grpc import model_config_pb2
-
-    return model_config_pb2
+    return model_config_pb2()
 
 
 def read_model_config(path: Path) -> Message:

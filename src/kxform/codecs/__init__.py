@@ -1,0 +1,71 @@
+"""Codecs between what requests carry (V2 tensors, base64 images) and numpy arrays: numpy and Pillow only."""
+
+from __future__ import annotations
+
+from kxform.codecs.dtypes import (
+    V2_DATATYPES,
+    config_datatype_to_v2,
+    lossless_cast,
+    numpy_dtype,
+    v2_datatype,
+    v2_to_config_datatype,
+)
+from kxform.codecs.image import (
+    IMAGE_CONTENT_TYPES,
+    JPEG_CONTENT_TYPE,
+    PNG_CONTENT_TYPE,
+    ImagePipeline,
+    Size,
+    center_crop,
+    convert_mode,
+    image_bytes,
+    normalize,
+    open_image,
+    resize,
+    resized_size,
+    to_tensor,
+)
+from kxform.codecs.tensor import (
+    BINARY_CONTENT_TYPE,
+    JSON_CONTENT_TYPE,
+    JsonTensor,
+    decode_nested_list,
+    decode_strings,
+    element_count,
+    encode_array,
+    encode_strings,
+    from_raw_bytes,
+    to_raw_bytes,
+)
+
+__all__ = [
+    "BINARY_CONTENT_TYPE",
+    "IMAGE_CONTENT_TYPES",
+    "JPEG_CONTENT_TYPE",
+    "JSON_CONTENT_TYPE",
+    "PNG_CONTENT_TYPE",
+    "V2_DATATYPES",
+    "ImagePipeline",
+    "JsonTensor",
+    "Size",
+    "center_crop",
+    "config_datatype_to_v2",
+    "convert_mode",
+    "decode_nested_list",
+    "decode_strings",
+    "element_count",
+    "encode_array",
+    "encode_strings",
+    "from_raw_bytes",
+    "image_bytes",
+    "lossless_cast",
+    "normalize",
+    "numpy_dtype",
+    "open_image",
+    "resize",
+    "resized_size",
+    "to_raw_bytes",
+    "to_tensor",
+    "v2_datatype",
+    "v2_to_config_datatype",
+]

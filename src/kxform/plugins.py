@@ -1,0 +1,132 @@
+"""Transformer plugins: discovered from the ``kxform.transformers`` entry-point group, validated at load.
+
+Listing reads distribution metadata only; a plugin's module is imported when it is selected.
+Whether each hook is ``async`` is decided here, once, not per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from kxform.errors import PluginError
+from kxform.transformer import Transformer
+
+__all__ = ["ENTRY_POINT_GROUP", "LoadedPlugin", "PluginInfo", "discover", "load_plugin"]
+
+ENTRY_POINT_GROUP = "kxform.transformers"
+_HOOKS = ("preprocess", "postprocess")
+
+
+@dataclass(frozen=True, slots=True)
+class PluginInfo:
+    """One entry point of the group, as its distribution declares it (nothing imported)."""
+
+    name: str
+    target: str  # "module:attribute"
+    distribution: str
+    version: str
+
+    def describe(self) -> str:
+        return f"entry point '{self.name} = {self.target}' of {self.distribution} {self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedPlugin:
+    """A validated plugin instance with its hooks normalised to coroutines."""
+
+    info: PluginInfo
+    transformer: Transformer
+    preprocess: Callable[..., Awaitable[Any]]
+    postprocess: Callable[..., Awaitable[Any]]
+
+    @property
+    def predictor_model(self) -> str:
+        return self.transformer.predictor_model or self.info.name
+
+
+def _info(entry: EntryPoint) -> PluginInfo:
+    dist = entry.dist
+    return PluginInfo(
+        name=entry.name,
+        target=entry.value,
+        distribution=dist.metadata["Name"] if dist else "<unknown distribution>",
+        version=dist.version if dist else "",
+    )
+
+
+def discover() -> dict[str, list[PluginInfo]]:
+    """Every registered plugin name, with each distribution that registers it (more than one is a conflict)."""
+    found: dict[str, list[PluginInfo]] = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        info = _info(entry)
+        claims = found.setdefault(info.name, [])
+        if info not in claims:  # the same distribution seen twice on sys.path is not a conflict
+            claims.append(info)
+    return dict(sorted(found.items()))
+
+
+def _select(name: str) -> PluginInfo:
+    plugins = discover()
+    if name not in plugins:
+        known = ", ".join(plugins) or "none"
+        raise PluginError(
+            f"no transformer plugin named '{name}' in entry-point group '{ENTRY_POINT_GROUP}' "
+            f"(installed: {known}); pip install the package that provides it"
+        )
+    claims = plugins[name]
+    if len(claims) > 1:
+        owners = "; ".join(info.describe() for info in claims)
+        raise PluginError(f"transformer name '{name}' is registered by more than one distribution: {owners}")
+    return claims[0]
+
+
+def _import(info: PluginInfo) -> object:
+    entry = EntryPoint(name=info.name, value=info.target, group=ENTRY_POINT_GROUP)
+    try:
+        return entry.load()
+    except Exception as exc:
+        raise PluginError(f"{info.describe()} failed to import: {type(exc).__name__}: {exc}") from exc
+
+
+def _instantiate(info: PluginInfo, target: object) -> Transformer:
+    if not (inspect.isclass(target) and issubclass(target, Transformer)):
+        raise PluginError(f"{info.describe()} must name a subclass of kxform.Transformer, got {target!r}")
+    if target.preprocess is Transformer.preprocess:
+        raise PluginError(f"{info.describe()}: {target.__name__} does not implement preprocess(instances, ctx)")
+    try:
+        transformer = target()
+    except Exception as exc:
+        raise PluginError(f"{info.describe()}: {target.__name__}() failed: {type(exc).__name__}: {exc}") from exc
+    transformer.name = info.name
+    return transformer
+
+
+def _as_coroutine(hook: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    if inspect.iscoroutinefunction(hook):
+        return hook
+    # CPU-bound sync hooks (image decoding) run in a worker thread so the event loop keeps serving.
+
+    async def in_thread(*args: Any) -> Any:
+        return await asyncio.to_thread(hook, *args)
+
+    return in_thread
+
+
+def load_plugin(name: str) -> LoadedPlugin:
+    """Import, validate and instantiate the plugin registered as ``name``."""
+    info = _select(name)
+    transformer = _instantiate(info, _import(info))
+    for hook in _HOOKS:
+        if len(inspect.signature(getattr(transformer, hook)).parameters) != 2:
+            raise PluginError(f"{info.describe()}: {hook} must take exactly (instances_or_outputs, ctx)")
+    return LoadedPlugin(
+        info,
+        transformer,
+        preprocess=_as_coroutine(transformer.preprocess),
+        postprocess=_as_coroutine(transformer.postprocess),
+    )

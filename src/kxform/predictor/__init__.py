@@ -1,0 +1,53 @@
+"""Talking to the predictor (Triton): one client per process over HTTP or gRPC, and its model's spec."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import numpy as np
+from tritonclient.utils import triton_to_np_dtype
+
+from kxform.predictor.base import PredictorClient, PredictorSettings, zeros_for
+from kxform.predictor.metadata import ModelSpec, TensorSpec, labelled_outputs, model_spec_from_triton
+
+__all__ = [
+    "ModelSpec",
+    "PredictorClient",
+    "PredictorSettings",
+    "TensorSpec",
+    "create_predictor",
+    "load_model_spec",
+]
+
+
+def create_predictor(settings: PredictorSettings) -> PredictorClient:
+    """The client for ``settings.protocol``: ``v2`` (HTTP, binary tensors) or ``grpc-v2``."""
+    if settings.protocol == "grpc-v2":
+        from kxform.predictor.grpc import GrpcPredictor
+
+        return GrpcPredictor(settings)
+    from kxform.predictor.http import HttpPredictor
+
+    return HttpPredictor(settings)
+
+
+async def _labels(client: PredictorClient, spec: ModelSpec, output: str) -> tuple[str, ...]:
+    # Label files live beside the model in the predictor's storage, out of the transformer's reach;
+    # Triton's classification extension returns them ("score:index:label") for every class at once.
+    count = math.prod(d for d in spec.output(output).shape if d > 0)
+    batch = (1,) if spec.batched else ()
+    probe = {t.name: zeros_for((*batch, *t.shape), np.dtype(triton_to_np_dtype(t.datatype))) for t in spec.inputs}
+    entries = await client.classify(spec.name, probe, output, count)
+    by_index = {int(index): label for _, index, label in (entry.split(":", 2) for entry in entries)}
+    return tuple(by_index.get(i, str(i)) for i in range(count))
+
+
+async def load_model_spec(client: PredictorClient, model: str) -> ModelSpec:
+    """Read the model's metadata and config from the predictor, and the class labels it declares."""
+    metadata, config = await asyncio.gather(client.model_metadata(model), client.model_config(model))
+    spec = model_spec_from_triton(metadata, config)
+    if any(t.datatype == "BYTES" for t in spec.inputs):
+        return spec  # no probe request for string models: a zero tensor has no meaning there
+    labels = {name: await _labels(client, spec, name) for name in labelled_outputs(config)}
+    return model_spec_from_triton(metadata, config, labels)

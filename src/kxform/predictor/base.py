@@ -1,0 +1,96 @@
+"""What every predictor client offers, and the timeout/retry policy they share.
+
+A client translates its transport's errors into the ``PredictorError`` family; ``call`` applies
+the request timeout (504) and retries, with exponential backoff, only what is safe and likely to
+pass on a second try: connection failures and 503s (``PredictorUnavailableError``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from kxform.errors import KxformError, PredictorTimeoutError, PredictorUnavailableError
+
+__all__ = ["PredictorClient", "PredictorSettings", "call"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+Array = npt.NDArray[Any]
+PredictorProtocol = Literal["v2", "grpc-v2"]
+
+
+@dataclass(frozen=True, slots=True)
+class PredictorSettings:
+    """Where the predictor is and how patiently to talk to it."""
+
+    host: str  # host:port, no scheme
+    protocol: PredictorProtocol = "v2"
+    use_ssl: bool = False
+    timeout: float = 60.0  # seconds per predictor call, retries included
+    retries: int = 2  # extra attempts after a connection failure or 503
+    backoff: float = 0.05  # seconds before the first retry; doubles each time, with jitter
+
+
+class PredictorClient(Protocol):
+    """One long-lived connection pool to the predictor; shared by every request of the process."""
+
+    settings: PredictorSettings
+
+    async def infer(
+        self, model: str, inputs: Mapping[str, Array], outputs: Sequence[str], request_id: str = ""
+    ) -> dict[str, Array]: ...
+
+    async def classify(self, model: str, inputs: Mapping[str, Array], output: str, count: int) -> list[str]:
+        """Triton's classification extension: ``"score:index:label"`` for the top ``count`` classes."""
+        ...
+
+    async def model_metadata(self, model: str) -> dict[str, Any]: ...
+
+    async def model_config(self, model: str) -> dict[str, Any]: ...
+
+    async def server_ready(self) -> bool: ...
+
+    async def model_ready(self, model: str) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+async def call(
+    operation: Callable[[], Awaitable[T]],
+    settings: PredictorSettings,
+    translate: Callable[[Exception], KxformError],
+    what: str,
+) -> T:
+    """Run ``operation`` under the timeout, translating errors and retrying the retryable ones."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.timeout
+    for attempt in range(settings.retries + 1):
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await operation()
+        except TimeoutError as exc:
+            raise PredictorTimeoutError(
+                f"{what}: the predictor at {settings.host} did not answer within {settings.timeout:g}s "
+                "(--predictor_request_timeout_seconds)"
+            ) from exc
+        except Exception as exc:
+            error = translate(exc)
+            if not isinstance(error, PredictorUnavailableError) or attempt == settings.retries:
+                raise error from exc
+            delay = settings.backoff * (2**attempt) * (0.5 + random.random())
+            logger.info("%s: %s; retry %d/%d in %.3fs", what, error.message, attempt + 1, settings.retries, delay)
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+    raise AssertionError("unreachable: the last attempt raises or returns")
+
+
+def zeros_for(shape: Sequence[int], dtype: np.dtype[Any]) -> Array:
+    """A tensor of the given shape with dynamic (-1) axes set to 1: a probe input."""
+    return np.zeros([max(1, d) for d in shape], dtype=dtype)

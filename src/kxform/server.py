@@ -1,0 +1,109 @@
+"""``kxform serve``: the plugins as ``TransformerModel``s in kserve's ``ModelServer``, REST and gRPC.
+
+kserve is wrapped, not patched: a ``DataPlane`` subclass makes readiness follow the predictor,
+an exception handler turns ``KxformError`` into its status, and an ASGI middleware gives every
+request an ``x-request-id`` (taken from the client or generated) that is returned and forwarded.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from kserve.protocol.dataplane import DataPlane
+
+from kxform.errors import KxformError
+from kxform.model import TransformerModel
+from kxform.plugins import load_plugin
+from kxform.predictor import create_predictor
+from kxform.settings import ServeSettings
+
+__all__ = ["PredictorAwareDataPlane", "build_models", "serve"]
+
+logger = logging.getLogger(__name__)
+
+
+class PredictorAwareDataPlane(DataPlane):  # type: ignore[misc]  # kserve ships no type information
+    """Readiness that follows each transformer's own predictor model (kserve's checks the transformer's name)."""
+
+    async def ready(self) -> bool:
+        models = self.model_registry.get_models().values()
+        return all([await model.healthy() for model in models])
+
+    async def model_ready(self, model_name: str, disable_predictor_health_check: bool = False) -> bool:
+        return bool(await super().model_ready(model_name, disable_predictor_health_check=True))
+
+
+def build_models(settings: ServeSettings) -> list[TransformerModel]:
+    """Load the plugins (errors name the entry point) and wrap each in a TransformerModel."""
+    predictor = create_predictor(settings.predictor)  # one client, one connection pool, per process
+    names = settings.model_names()
+    return [
+        TransformerModel(name, load_plugin(plugin), predictor, max_instances=settings.max_instances)
+        for name, plugin in zip(names, settings.transformers, strict=True)
+    ]
+
+
+class RequestIdMiddleware:
+    """Accept the client's ``x-request-id`` or make one; hand it to the model and return it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = list(scope["headers"])
+        request_id = next((v for k, v in headers if k == b"x-request-id"), b"")
+        if not request_id:
+            request_id = uuid.uuid4().hex.encode()
+            headers.append((b"x-request-id", request_id))
+            scope = {**scope, "headers": headers}
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+async def _kxform_error(request: Any, exc: KxformError) -> Any:
+    from fastapi.responses import ORJSONResponse
+
+    if exc.http_status >= 500:
+        logger.error("%s %s -> %d: %s", request.method, request.url.path, exc.http_status, exc.message)
+    return ORJSONResponse({"error": exc.message}, status_code=exc.http_status)
+
+
+def _install(app: Any) -> None:
+    app.add_exception_handler(KxformError, _kxform_error)
+    app.add_middleware(RequestIdMiddleware)
+
+
+def serve(settings: ServeSettings) -> None:
+    """Run the server until SIGINT/SIGTERM (kserve handles the signals and the graceful stop)."""
+    import kserve
+    from kserve.model_server import app
+    from kserve.predictor_config import PredictorConfig
+
+    models = build_models(settings)
+    _install(app)
+    server = kserve.ModelServer(
+        http_port=settings.http_port,
+        grpc_port=settings.grpc_port,
+        workers=settings.workers,
+        enable_grpc=settings.enable_grpc,
+        predictor_config=PredictorConfig(
+            predictor_host=settings.predictor.host,
+            predictor_protocol=settings.predictor.protocol,
+            predictor_use_ssl=settings.predictor.use_ssl,
+            predictor_request_timeout_seconds=int(settings.predictor.timeout),
+            predictor_request_retries=settings.predictor.retries,
+            predictor_health_check=False,  # readiness is PredictorAwareDataPlane's
+        ),
+    )
+    server.dataplane = PredictorAwareDataPlane(model_registry=server.registered_models)
+    server.start(models)

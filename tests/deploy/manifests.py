@@ -1,0 +1,142 @@
+"""Render deploy/ with kustomize and validate what comes out, the way the API server would."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+# CI runs with ../shared beside the repository.
+CRD_PATH = Path(__file__).resolve().parents[3] / "shared" / "kserve" / "serving.kserve.io_inferenceservices.yaml"
+# What a user applies: `kubectl apply -k` on each of these.
+OVERLAYS = ("http", "grpc", "grpc-standard", "collocated", "standard-hpa")
+KUBERNETES_VERSION = "1.33.0"
+# KServe's webhook: IsvcNameFmt in pkg/apis/serving/v1beta1/inference_service_validation.go.
+ISVC_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """One kustomization's output: where it came from and the objects `kubectl apply -k` sends."""
+
+    source: str
+    objects: tuple[Manifest, ...]
+
+    def of_kind(self, kind: str) -> list[Manifest]:
+        return [obj for obj in self.objects if obj["kind"] == kind]
+
+    @property
+    def inference_service(self) -> Manifest:
+        (isvc,) = self.of_kind("InferenceService")
+        return isvc
+
+
+def kubectl() -> str:
+    path = shutil.which("kubectl")
+    if path is None:
+        raise RuntimeError("kubectl is needed to render deploy/ (`kubectl kustomize`); install it and re-run")
+    return path
+
+
+def render(directory: Path) -> tuple[Manifest, ...]:
+    """`kubectl kustomize DIRECTORY`: exactly what `kubectl apply -k DIRECTORY` would send."""
+    result = subprocess.run([kubectl(), "kustomize", str(directory)], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"kubectl kustomize {directory} failed:\n{result.stderr}")
+    return tuple(obj for obj in yaml.safe_load_all(result.stdout) if obj)
+
+
+@functools.cache
+def render_overlay(name: str) -> Rendered:
+    return Rendered(f"deploy/overlays/{name}", render(DEPLOY / "overlays" / name))
+
+
+@functools.cache
+def render_storage() -> Rendered:
+    return Rendered("deploy/storage", render(DEPLOY / "storage"))
+
+
+@functools.cache
+def render_requests() -> Rendered:
+    return Rendered("deploy/requests", render(DEPLOY / "requests"))
+
+
+def _strict(node: Any) -> Any:
+    """Reject unknown fields, as `kubectl apply` does (server-side field validation, Strict)."""
+    if isinstance(node, dict):
+        node = {key: _strict(value) for key, value in node.items()}
+        if (
+            "properties" in node
+            and "additionalProperties" not in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            node["additionalProperties"] = False
+        return node
+    if isinstance(node, list):
+        return [_strict(item) for item in node]
+    return node
+
+
+@functools.cache
+def _isvc_validator() -> jsonschema.Draft7Validator:
+    if not CRD_PATH.is_file():
+        raise FileNotFoundError(f"KServe's CRD is not at {CRD_PATH}; the checks expect ../shared beside the repo")
+    crd = yaml.safe_load(CRD_PATH.read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta1"]
+    schema = _strict(version["schema"]["openAPIV3Schema"])
+    return jsonschema.Draft7Validator(schema)
+
+
+def _where(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(part) for part in error.absolute_path) or "(root)"
+
+
+def inference_service_errors(isvc: Manifest) -> list[str]:
+    """Why KServe's CRD schema (and its name rule) would reject ISVC; empty when it is accepted."""
+    errors = [f"{_where(e)}: {e.message}" for e in _isvc_validator().iter_errors(isvc)]
+    if isvc.get("apiVersion") != "serving.kserve.io/v1beta1" or isvc.get("kind") != "InferenceService":
+        errors.append(f"not a serving.kserve.io/v1beta1 InferenceService: {isvc.get('apiVersion')}")
+    metadata = isvc.get("metadata", {})
+    if not ISVC_NAME.match(str(metadata.get("name", ""))):
+        errors.append(f"metadata.name {metadata.get('name')!r} does not match {ISVC_NAME.pattern}")
+    if not DNS_LABEL.match(str(metadata.get("namespace", ""))):
+        errors.append(f"metadata.namespace {metadata.get('namespace')!r} is not a DNS label")
+    return errors
+
+
+def core_errors(obj: Manifest) -> list[str]:
+    """Why a core Kubernetes object (Pod, PVC, HPA, ...) is invalid, strictly; empty when valid."""
+    try:
+        kubernetes_validate.validate(copy.deepcopy(obj), KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        return [f"{'.'.join(str(p) for p in exc.path) or '(root)'}: {exc.message}"]
+    return []
+
+
+def kxform_containers(isvc: Manifest) -> Iterator[tuple[str, Manifest]]:
+    """The containers that run the kxform image: ('transformer', c) or ('collocated', c)."""
+    spec = isvc["spec"]
+    for container in spec.get("transformer", {}).get("containers", [])[:1]:
+        yield "transformer", container
+    for container in spec["predictor"].get("containers", []):
+        if container["name"] == "transformer-container":
+            yield "collocated", container
+
+
+def deployment_mode(isvc: Manifest) -> str:
+    return str(isvc["metadata"].get("annotations", {}).get("serving.kserve.io/deploymentMode", ""))

@@ -1,0 +1,1 @@
+"""Transformer plugins for kxform's tests."""

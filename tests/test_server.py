@@ -1,0 +1,195 @@
+"""``kxform serve`` as a real process, called with the clients users have: curl, tritonclient, kserve."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.http as triton_http
+from PIL import Image
+
+from kxform.testing import ServerProcess, start_serve
+
+pytestmark = pytest.mark.integration
+
+
+def png_bytes(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def serve(triton: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = start_serve(["test-cifar10"], f"127.0.0.1:{triton.ports['http']}", tmp_path_factory.mktemp("serve"))
+    yield server
+    server.stop()
+
+
+def triton_logits(triton: ServerProcess, images: list[bytes]) -> np.ndarray:
+    """The logits of Triton itself for the same tensors (the seeds' preprocessing in numpy)."""
+    batch = np.stack(
+        [
+            ((np.asarray(Image.open(io.BytesIO(b)).convert("RGB"), dtype=np.float32) / 255 - 0.5) / 0.5).transpose(
+                2, 0, 1
+            )
+            for b in images
+        ]
+    )
+    client = triton_http.InferenceServerClient(f"127.0.0.1:{triton.ports['http']}")
+    tensor = triton_http.InferInput("INPUT__0", list(batch.shape), "FP32")
+    tensor.set_data_from_numpy(np.ascontiguousarray(batch), binary_data=True)
+    return np.asarray(client.infer("cifar10", [tensor]).as_numpy("OUTPUT__0"))
+
+
+def test_seed_curl_command_works_as_written(serve: ServerProcess, triton: ServerProcess, tmp_path: Path) -> None:
+    images = [png_bytes(1), png_bytes(2)]
+    request = {
+        "instances": [
+            {"image_bytes": {"b64": base64.b64encode(b).decode()}, "caption": f"photo {i}"}
+            for i, b in enumerate(images)
+        ]
+    }
+    (tmp_path / "image.json").write_text(json.dumps(request))
+
+    # curl -d @image.json sends application/x-www-form-urlencoded, as in the seeds
+    reply = subprocess.run(
+        ["curl", "-sS", "-i", f"{serve.http_url}/v1/models/test-cifar10:predict", "-d", "@image.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    head, body = reply.stdout.split("\n\n", 1)  # text mode turns curl's CRLF into LF
+    assert head.startswith("HTTP/1.1 200"), reply.stdout
+    assert "x-request-id:" in head.lower()
+    predictions = json.loads(body)["predictions"]
+    np.testing.assert_allclose([p["logits"] for p in predictions], triton_logits(triton, images), atol=1e-5)
+
+
+def test_raw_image_body_is_one_instance(serve: ServerProcess, triton: ServerProcess) -> None:
+    image = png_bytes(3)
+    reply = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-H",
+            "Content-Type: image/png",
+            "--data-binary",
+            "@-",
+            f"{serve.http_url}/v1/models/test-cifar10:predict",
+        ],
+        input=image,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+
+    (prediction,) = json.loads(reply.stdout)["predictions"]
+    np.testing.assert_allclose(prediction["logits"], triton_logits(triton, [image])[0], atol=1e-5)
+
+
+def test_bad_base64_is_a_400_naming_the_field(serve: ServerProcess) -> None:
+    body = json.dumps({"instances": [{"image_bytes": {"b64": "%%%"}}]})
+    reply = subprocess.run(
+        ["curl", "-sS", "-w", "\\n%{http_code}", f"{serve.http_url}/v1/models/test-cifar10:predict", "-d", body],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    payload, code = reply.stdout.rsplit("\n", 1)
+    assert code == "400"
+    assert "instances[0].image_bytes.b64" in json.loads(payload)["error"]
+
+
+GRPC_CLIENT = textwrap.dedent(
+    """
+    import sys, numpy as np, tritonclient.grpc as g
+    client = g.InferenceServerClient(sys.argv[1])
+    tensor = g.InferInput("image", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([open(sys.argv[2], "rb").read()], dtype=np.object_))
+    result = client.infer("test-cifar10", [tensor])
+    np.save(sys.argv[3], result.as_numpy("logits"))
+    """
+)
+
+
+def test_v2_grpc_request_with_tritonclient_grpc(serve: ServerProcess, triton: ServerProcess, tmp_path: Path) -> None:
+    # tritonclient.grpc's protos clash with kserve's in one process: the client runs as its own, as users run it.
+    image = png_bytes(6)
+    (tmp_path / "image.png").write_bytes(image)
+    subprocess.run(
+        [sys.executable, "-c", GRPC_CLIENT, serve.grpc_url, str(tmp_path / "image.png"), str(tmp_path / "out.npy")],
+        check=True,
+        timeout=60,
+    )
+
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), triton_logits(triton, [image]), atol=1e-5)
+
+
+async def test_kserve_clients_rest_and_grpc(serve: ServerProcess, triton: ServerProcess) -> None:
+    from kserve import InferenceGRPCClient, InferenceRESTClient, RESTConfig
+    from kserve.protocol.infer_type import InferInput, InferRequest
+
+    image = png_bytes(7)
+    expected = triton_logits(triton, [image])
+    tensor = InferInput("image", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([image], dtype=np.object_), binary_data=True)
+
+    grpc_client = InferenceGRPCClient(serve.grpc_url, retries=0)
+    grpc_reply = await grpc_client.infer(InferRequest("test-cifar10", [tensor]))
+    await grpc_client.close()
+    rest_client = InferenceRESTClient(RESTConfig(protocol="v1"))
+    rest_reply = await rest_client.infer(
+        serve.http_url, {"instances": [{"b64": base64.b64encode(image).decode()}]}, model_name="test-cifar10"
+    )
+    await rest_client.close()
+
+    logits = {o.name: o.as_numpy() for o in grpc_reply.outputs}["logits"]
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
+    np.testing.assert_allclose([p["logits"] for p in rest_reply["predictions"]], expected, atol=1e-5)
+
+
+def test_metadata_describes_the_transformer_not_triton(serve: ServerProcess) -> None:
+    reply = subprocess.run(
+        ["curl", "-sS", f"{serve.http_url}/v2/models/test-cifar10"], capture_output=True, timeout=30, check=True
+    )
+
+    metadata = json.loads(reply.stdout)
+    assert metadata["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
+    assert {o["name"] for o in metadata["outputs"]} == {"logits", "class"}
+
+
+def test_metrics_count_requests_and_time_stages(serve: ServerProcess) -> None:
+    subprocess.run(
+        [
+            "curl",
+            "-sS",
+            f"{serve.http_url}/v1/models/test-cifar10:predict",
+            "-d",
+            json.dumps({"instances": [{"b64": base64.b64encode(png_bytes(8)).decode()}]}),
+        ],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    text = subprocess.run(
+        ["curl", "-sS", f"{serve.http_url}/metrics"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+
+    assert 'kxform_requests_total{code="200",model="test-cifar10",protocol="v1"}' in text
+    for stage in ("decode", "preprocess", "predictor", "postprocess", "encode"):
+        assert f'kxform_stage_seconds_count{{model="test-cifar10",stage="{stage}"}}' in text
