@@ -16,7 +16,7 @@ import pytest
 import tritonclient.http as triton_http
 from PIL import Image
 
-from kxform.testing import ServerProcess, start_serve
+from kxform.testing import ServerProcess, http_status, start_serve, start_triton
 
 pytestmark = pytest.mark.integration
 
@@ -115,6 +115,45 @@ def test_bad_base64_is_a_400_naming_the_field(serve: ServerProcess) -> None:
     assert "instances[0].image_bytes.b64" in json.loads(payload)["error"]
 
 
+def test_v2_binary_request_with_tritonclient_http(serve: ServerProcess, triton: ServerProcess) -> None:
+    images = [png_bytes(4), png_bytes(5)]
+    client = triton_http.InferenceServerClient(f"127.0.0.1:{serve.ports['http']}")
+    tensor = triton_http.InferInput("image", [2], "BYTES")
+    tensor.set_data_from_numpy(np.array(images, dtype=np.object_), binary_data=True)
+
+    result = client.infer(
+        "test-cifar10", [tensor], outputs=[triton_http.InferRequestedOutput("logits", binary_data=True)]
+    )
+
+    assert result.get_response()["outputs"][0]["parameters"]["binary_data_size"] == 2 * 10 * 4
+    np.testing.assert_allclose(result.as_numpy("logits"), triton_logits(triton, images), atol=1e-5)
+
+
+def test_v2_json_request_gets_json_outputs(serve: ServerProcess) -> None:
+    body = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["not an image"]}]}
+    reply = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-w",
+            "\\n%{http_code}",
+            f"{serve.http_url}/v2/models/test-cifar10/infer",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            json.dumps(body),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    payload, code = reply.stdout.rsplit("\n", 1)
+    assert code == "400"
+    assert "instances[0]" in json.loads(payload)["error"]
+
+
 GRPC_CLIENT = textwrap.dedent(
     """
     import sys, numpy as np, tritonclient.grpc as g
@@ -193,3 +232,45 @@ def test_metrics_count_requests_and_time_stages(serve: ServerProcess) -> None:
     assert 'kxform_requests_total{code="200",model="test-cifar10",protocol="v1"}' in text
     for stage in ("decode", "preprocess", "predictor", "postprocess", "encode"):
         assert f'kxform_stage_seconds_count{{model="test-cifar10",stage="{stage}"}}' in text
+
+
+def test_predictor_outage_turns_readiness_503_and_recovers(model_repository: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "cifar10").symlink_to(model_repository / "cifar10")
+    predictor = start_triton(repo, tmp_path)
+    server = start_serve(
+        ["test-cifar10"], f"127.0.0.1:{predictor.ports['http']}", tmp_path, extra=["--predictor_request_retries=1"]
+    )
+    body = json.dumps({"instances": [{"b64": base64.b64encode(png_bytes(9)).decode()}]})
+    predict = [
+        "curl",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-m",
+        "20",
+        f"{server.http_url}/v1/models/test-cifar10:predict",
+        "-d",
+        body,
+    ]
+    try:
+        assert subprocess.run(predict, capture_output=True, text=True, check=True).stdout == "200"
+        predictor.stop()
+
+        assert http_status(server.http_url + "/v2/health/ready") == 503
+        assert http_status(server.http_url + "/v2/models/test-cifar10/ready") == 503
+        assert subprocess.run(predict, capture_output=True, text=True, check=True).stdout == "503"
+        assert http_status(server.http_url + "/v2/health/live") == 200
+
+        restarted = start_triton(repo, tmp_path, ports=predictor.ports)  # the same address comes back
+        try:
+            server.wait_ready(timeout=60)
+            assert subprocess.run(predict, capture_output=True, text=True, check=True).stdout == "200"
+        finally:
+            restarted.stop()
+    finally:
+        server.stop()
+        predictor.stop()

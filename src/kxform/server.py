@@ -11,12 +11,14 @@ import logging
 import uuid
 from typing import Any
 
+from fastapi import Request, Response
 from kserve.protocol.dataplane import DataPlane
 
 from kxform.errors import KxformError
 from kxform.model import TransformerModel
 from kxform.plugins import load_plugin
 from kxform.predictor import create_predictor
+from kxform.rest import HEADER_LENGTH, decode_infer_request, encode_infer_response
 from kxform.settings import ServeSettings
 
 __all__ = ["PredictorAwareDataPlane", "build_models", "serve"]
@@ -78,9 +80,22 @@ async def _kxform_error(request: Any, exc: KxformError) -> Any:
     return ORJSONResponse({"error": exc.message}, status_code=exc.http_status)
 
 
-def _install(app: Any) -> None:
+def _v2_infer_route(dataplane: DataPlane) -> Any:
+    async def v2_infer(request: Request, model_name: str) -> Response:
+        headers = dict(request.headers)
+        infer_request = decode_infer_request(await request.body(), headers.get(HEADER_LENGTH), model_name)
+        response, _ = await dataplane.infer(model_name=model_name, request=infer_request, headers=headers)
+        body, response_headers = encode_infer_response(response)
+        return Response(content=body, headers=response_headers)
+
+    return v2_infer
+
+
+def _install(app: Any, dataplane: DataPlane) -> None:
+    """Error mapping, request ids, and V2 REST infer; routes added here match before kserve's own."""
     app.add_exception_handler(KxformError, _kxform_error)
     app.add_middleware(RequestIdMiddleware)
+    app.add_api_route("/v2/models/{model_name}/infer", _v2_infer_route(dataplane), methods=["POST"])
 
 
 def serve(settings: ServeSettings) -> None:
@@ -90,7 +105,6 @@ def serve(settings: ServeSettings) -> None:
     from kserve.predictor_config import PredictorConfig
 
     models = build_models(settings)
-    _install(app)
     server = kserve.ModelServer(
         http_port=settings.http_port,
         grpc_port=settings.grpc_port,
@@ -106,4 +120,5 @@ def serve(settings: ServeSettings) -> None:
         ),
     )
     server.dataplane = PredictorAwareDataPlane(model_registry=server.registered_models)
+    _install(app, server.dataplane)
     server.start(models)

@@ -95,9 +95,11 @@ def kxform_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "kxform", *args]
 
 
-def start_triton(repository: Path, log_dir: Path, extra: Sequence[str] = ()) -> ServerProcess:
-    """Start ``kxform triton`` on free ports and wait until it is ready."""
-    ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
+def start_triton(
+    repository: Path, log_dir: Path, extra: Sequence[str] = (), ports: dict[str, int] | None = None
+) -> ServerProcess:
+    """Start ``kxform triton`` (on free ports unless given) and wait until it is ready."""
+    ports = ports or {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
     command = kxform_command(
         "triton",
         f"--model-repository={repository}",
