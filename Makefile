@@ -25,7 +25,7 @@ $(MODELS_STAMP): tools/build_models.py | $(STAMP)
 	touch $@
 
 dev: setup models
-	$(BIN)/kxform triton --model-repository models
+	$(BIN)/kxform dev --model-repository models
 
 test: setup models lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -274,3 +274,21 @@ def test_predictor_outage_turns_readiness_503_and_recovers(model_repository: Pat
     finally:
         server.stop()
         predictor.stop()
+
+
+async def test_bad_image_over_grpc_is_invalid_argument_naming_the_instance(serve: ServerProcess) -> None:
+    import grpc
+    from kserve import InferenceGRPCClient
+    from kserve.protocol.infer_type import InferInput, InferRequest
+
+    tensor = InferInput("image", [2], "BYTES")
+    tensor.set_data_from_numpy(np.array([png_bytes(1), b"not an image"], dtype=np.object_), binary_data=True)
+    client = InferenceGRPCClient(serve.grpc_url, retries=0)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await client.infer(InferRequest("test-cifar10", [tensor]))
+    finally:
+        await client.close()
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "instances[1]" in (caught.value.details() or "")

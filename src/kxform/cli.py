@@ -127,6 +127,84 @@ def _run_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_dev(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "dev",
+        help="local dev server: real Triton on a model repository + kxform serve for the example plugins",
+        description="Start `kxform triton` and `kxform serve` on localhost, wait until both are ready, print "
+        "the URLs and curl lines, stream both logs; Ctrl-C stops both.",
+    )
+    parser.add_argument("--model-repository", type=Path, default=Path("models"), metavar="DIR")
+    parser.add_argument(
+        "--transformer",
+        action="append",
+        metavar="NAME",
+        help="plugin to serve (repeatable; default: the installed kxform-example-* plugins)",
+    )
+    parser.add_argument("--http_port", type=int, default=8080)
+    parser.add_argument("--grpc_port", type=int, default=8081)
+    parser.add_argument("--triton-http-port", type=int, default=8000)
+    parser.add_argument("--triton-grpc-port", type=int, default=8001)
+    parser.add_argument("--triton-metrics-port", type=int, default=8002)
+    parser.add_argument(
+        "--predictor_protocol", "--protocol", dest="predictor_protocol", default="v2", choices=["v2", "grpc-v2"]
+    )
+    parser.set_defaults(run=_run_dev)
+
+
+def _run_dev(args: argparse.Namespace) -> int:
+    from kxform.devserver import DevServer, DevSettings, default_transformers
+
+    settings = DevSettings(
+        model_repository=args.model_repository.resolve(),
+        transformers=tuple(args.transformer or default_transformers()),
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        triton_http_port=args.triton_http_port,
+        triton_grpc_port=args.triton_grpc_port,
+        triton_metrics_port=args.triton_metrics_port,
+        predictor_protocol=args.predictor_protocol,
+    )
+    server = DevServer(settings)
+    _on_stop_signals()
+    try:
+        server.start()
+        print(server.banner(), flush=True)
+        exited = server.wait()
+        print(f"kxform dev: {exited} exited; stopping", file=sys.stderr)
+        return 1
+    except _StopSignalError:
+        print("kxform dev: stopping", file=sys.stderr)
+        return 0
+    finally:
+        server.stop()
+
+
+def _add_infer(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "infer", help="send image files or a JSON request to a running transformer and print the answer"
+    )
+    parser.add_argument("model", help="the transformer's name (--model_name of kxform serve)")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="image files (sent as instances of base64 images) or one JSON request body",
+    )
+    parser.add_argument("--url", default="http://127.0.0.1:8080", help="the transformer (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=60.0)
+    parser.set_defaults(run=_run_infer)
+
+
+def _run_infer(args: argparse.Namespace) -> int:
+    from kxform.client import predict_files
+
+    status, reply = predict_files(args.url, args.model, args.inputs, args.timeout)
+    print(reply)
+    return 0 if status == 200 else 1
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse a ``kxform`` command line (``parse_args(["serve", ...])``), as the console script does."""
     return _build_parser().parse_args(argv)
@@ -141,8 +219,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    _add_dev,
     _add_serve,
     _add_triton,
+    _add_infer,
     _add_plugins,
 ]
 

@@ -59,6 +59,10 @@ class Transformer:
 
     name: str = ""
 
+    def example_request(self) -> dict[str, Any] | None:
+        """A V1 request body this plugin answers (``kxform dev`` prints it as a curl line); None: no example."""
+        return None
+
     def setup(self, model: ModelSpec) -> None:
         """Called once the predictor's metadata is known (at start-up, and again after an outage)."""
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 import kxform
 from kxform.codecs import ImagePipeline
@@ -22,6 +25,12 @@ class Cifar10Images(kxform.Transformer):
 
     def preprocess(self, instances: list[Any], ctx: kxform.Context) -> Any:
         return CIFAR10_PIPELINE.batch(instances)
+
+    def example_request(self) -> dict[str, Any]:
+        pixels = np.linspace(0, 255, 32 * 32 * 3).reshape(32, 32, 3).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        return {"instances": [{"image_bytes": {"b64": base64.b64encode(buffer.getvalue()).decode()}}]}
 
     def postprocess(self, outputs: dict[str, Any], ctx: kxform.Context) -> Any:
         logits = outputs["OUTPUT__0"]

@@ -1,0 +1,238 @@
+"""``kxform dev``: a real Triton and ``kxform serve`` side by side on localhost, with working curl lines.
+
+Both run as child processes (``kxform triton`` and ``kxform serve``), each in its own process group
+so that Ctrl-C reaches only this process, which stops serve first and Triton second. Their logs are
+streamed with a ``[triton]`` / ``[serve]`` prefix. Each plugin may offer an example request
+(``Transformer.example_request``); it is written to a file and printed as a curl line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from kxform.errors import KxformError
+
+__all__ = ["DevServer", "DevSettings", "default_transformers"]
+
+EXAMPLE_DISTRIBUTION_PREFIX = "kxform-example-"
+
+
+@dataclass(frozen=True, slots=True)
+class DevSettings:
+    model_repository: Path
+    transformers: tuple[str, ...]
+    http_port: int = 8080
+    grpc_port: int = 8081
+    triton_http_port: int = 8000
+    triton_grpc_port: int = 8001
+    triton_metrics_port: int = 8002
+    predictor_protocol: str = "v2"
+    startup_timeout: float = 300.0
+
+
+class DevError(KxformError):
+    """``kxform dev`` cannot start: a port is taken, Triton or serve failed (one line for the user)."""
+
+
+def default_transformers() -> tuple[str, ...]:
+    """The example plugins (distributions ``kxform-example-*``) that are installed."""
+    from kxform.plugins import discover
+
+    return tuple(
+        name
+        for name, claims in discover().items()
+        if any(info.distribution.startswith(EXAMPLE_DISTRIBUTION_PREFIX) for info in claims)
+    )
+
+
+def _check_port_free(port: int, flag: str) -> None:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise DevError(f"port {port} is in use ({flag}); stop what listens there or pass another {flag}") from exc
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status) == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass
+class _Child:
+    """One ``kxform`` child process whose output is copied, prefixed, to our stdout."""
+
+    name: str
+    command: list[str]
+    out: IO[str]
+    process: subprocess.Popen[str] | None = None
+    tail: list[str] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            start_new_session=True,  # Ctrl-C goes to kxform dev, which stops the children in order
+        )
+        threading.Thread(target=self._pump, name=f"{self.name}-log", daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.process is not None
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.tail = [*self.tail[-49:], line.rstrip()]
+            with contextlib.suppress(ValueError, OSError):
+                self.out.write(f"[{self.name}] {line}")
+                self.out.flush()
+
+    def wait_ready(self, url: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise DevError(f"{self.name} exited: {self._reason()}")
+            if _ready(url):
+                return
+            time.sleep(0.25)
+        raise DevError(f"{self.name} was not ready after {timeout:.0f}s: {self._reason()}")
+
+    def _reason(self) -> str:
+        time.sleep(0.2)  # let the log pump read the last lines
+        for line in reversed(self.tail):
+            if "error" in line.lower():
+                return line.split("error: ", 1)[-1].strip()
+        return self.tail[-1] if self.tail else "no output"
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+            self.process.wait()
+
+
+class DevServer:
+    """Triton on the repository, kxform serve in front; ``run`` blocks until Ctrl-C or a child exits."""
+
+    def __init__(self, settings: DevSettings, out: IO[str] | None = None) -> None:
+        self.settings = settings
+        self.out = out or sys.stdout
+        self._workdir = tempfile.TemporaryDirectory(prefix="kxform-dev-")
+        kxform = [sys.executable, "-m", "kxform"]
+        s = settings
+        self.triton = _Child(
+            "triton",
+            [
+                *kxform,
+                "triton",
+                f"--model-repository={s.model_repository}",
+                f"--http-port={s.triton_http_port}",
+                f"--grpc-port={s.triton_grpc_port}",
+                f"--metrics-port={s.triton_metrics_port}",
+            ],
+            self.out,
+        )
+        predictor_port = s.triton_grpc_port if s.predictor_protocol == "grpc-v2" else s.triton_http_port
+        self.serve = _Child(
+            "serve",
+            [
+                *kxform,
+                "serve",
+                *(f"--transformer={t}" for t in s.transformers),
+                f"--predictor_host=127.0.0.1:{predictor_port}",
+                f"--predictor_protocol={s.predictor_protocol}",
+                f"--http_port={s.http_port}",
+                f"--grpc_port={s.grpc_port}",
+            ],
+            self.out,
+        )
+
+    def start(self) -> None:
+        s = self.settings
+        if not s.transformers:
+            raise DevError("no transformer to serve: install the example plugins (make setup) or pass --transformer")
+        if not (s.model_repository / ".").is_dir():
+            raise DevError(f"model repository {s.model_repository} does not exist: run `make models`")
+        for port, flag in (
+            (s.http_port, "--http_port"),
+            (s.grpc_port, "--grpc_port"),
+            (s.triton_http_port, "--triton-http-port"),
+            (s.triton_grpc_port, "--triton-grpc-port"),
+            (s.triton_metrics_port, "--triton-metrics-port"),
+        ):
+            _check_port_free(port, flag)
+        self.triton.start()
+        self.triton.wait_ready(f"http://127.0.0.1:{s.triton_http_port}/v2/health/ready", s.startup_timeout)
+        self.serve.start()
+        self.serve.wait_ready(f"http://127.0.0.1:{s.http_port}/v2/health/ready", s.startup_timeout)
+
+    def banner(self) -> str:
+        s = self.settings
+        base = f"http://127.0.0.1:{s.http_port}"
+        lines = [
+            "",
+            "kxform dev is ready",
+            f"  transformer  {base}  (V1 /v1/models/NAME:predict, V2 /v2/models/NAME/infer)",
+            f"               gRPC 127.0.0.1:{s.grpc_port}   metrics {base}/metrics",
+            f"  triton       http://127.0.0.1:{s.triton_http_port}  gRPC 127.0.0.1:{s.triton_grpc_port}",
+            "",
+            "Try:",
+        ]
+        for name in s.transformers:
+            lines.append(f"  curl -s {base}/v2/models/{name}")
+            request = self._write_example(name)
+            if request is not None:
+                lines.append(f"  curl -s {base}/v1/models/{name}:predict -d @{request}")
+        lines += ["", "Ctrl-C stops both.", ""]
+        return "\n".join(lines)
+
+    def _write_example(self, name: str) -> Path | None:
+        from kxform.plugins import load_plugin
+
+        try:
+            body: Any = load_plugin(name).transformer.example_request()
+        except Exception:
+            return None
+        if body is None:
+            return None
+        path = Path(self._workdir.name) / f"{name}.json"
+        path.write_text(json.dumps(body))
+        return path
+
+    def wait(self) -> str:
+        """Block until a child exits; return which one."""
+        while True:
+            for child in (self.triton, self.serve):
+                if child.process is not None and child.process.poll() is not None:
+                    return child.name
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        self.serve.stop()
+        self.triton.stop()
+        self._workdir.cleanup()

@@ -1,0 +1,184 @@
+"""The command line: serve's settings (flags, aliases, environment), plugins, dev and infer."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from kxform.cli import main, parse_args
+from kxform.settings import serve_settings
+from kxform.testing import ServerProcess, free_port, kxform_command
+
+
+def test_serve_takes_the_flags_kserve_appends() -> None:
+    args = parse_args(
+        [
+            "serve",
+            "--transformer",
+            "test-cifar10",
+            "--model_name",
+            "cifar10",
+            "--predictor_host",
+            "cifar10-predictor.default:80",
+            "--http_port",
+            "8080",
+            "--protocol",
+            "v2",
+        ]
+    )
+    settings = serve_settings(args)
+
+    assert settings.model_names() == ["cifar10"]
+    assert (settings.predictor.host, settings.predictor.protocol) == ("cifar10-predictor.default:80", "v2")
+    assert settings.http_port == 8080
+
+
+def test_serve_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KXFORM_TRANSFORMER", "test-cifar10,test-tensor")
+    monkeypatch.setenv("KXFORM_PREDICTOR_HOST", "triton:8001")
+    monkeypatch.setenv("KXFORM_PREDICTOR_PROTOCOL", "grpc-v2")
+    monkeypatch.setenv("KXFORM_PREDICTOR_REQUEST_TIMEOUT_SECONDS", "2.5")
+    monkeypatch.setenv("KXFORM_ENABLE_GRPC", "false")
+
+    settings = serve_settings(parse_args(["serve"]))
+
+    assert settings.transformers == ("test-cifar10", "test-tensor")
+    assert settings.model_names() == ["test-cifar10", "test-tensor"]
+    assert (settings.predictor.host, settings.predictor.protocol, settings.predictor.timeout) == (
+        "triton:8001",
+        "grpc-v2",
+        2.5,
+    )
+    assert settings.enable_grpc is False
+
+
+def test_serve_rejects_v1_to_the_predictor(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        parse_args(["serve", "--transformer", "x", "--predictor_protocol", "v1"])
+
+    assert caught.value.code == 2
+    assert "Triton speaks the V2 protocol" in capsys.readouterr().err
+
+
+def test_serve_names_a_missing_plugin_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["serve", "--transformer", "no-such-plugin", "--predictor_host", "127.0.0.1:1"])
+
+    assert status == 1
+    assert (
+        capsys.readouterr().err.strip().startswith("kxform serve: error: no transformer plugin named 'no-such-plugin'")
+    )
+
+
+def test_plugins_lists_name_distribution_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins"]) == 0
+
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert rows[0] == ["NAME", "DISTRIBUTION", "VERSION", "TARGET"]
+    assert ["test-cifar10", "kxform-test-plugins", "0.0.1", "kxform_test_plugins.plugins:Cifar10Images"] in rows
+
+
+@pytest.mark.integration
+def test_dev_prints_a_working_curl_line_and_ctrl_c_stops_both(model_repository: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "cifar10").symlink_to(model_repository / "cifar10")
+    ports = {name: free_port() for name in ("http", "grpc", "th", "tg", "tm")}
+    log = tmp_path / "dev.log"
+    command = kxform_command(
+        "dev",
+        f"--model-repository={repo}",
+        "--transformer=test-cifar10",
+        f"--http_port={ports['http']}",
+        f"--grpc_port={ports['grpc']}",
+        f"--triton-http-port={ports['th']}",
+        f"--triton-grpc-port={ports['tg']}",
+        f"--triton-metrics-port={ports['tm']}",
+    )
+    with log.open("w") as out:
+        dev = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while "kxform dev is ready" not in log.read_text() and dev.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        text = log.read_text()
+        assert "kxform dev is ready" in text, text[-3000:]
+        children = psutil.Process(dev.pid).children(recursive=True)
+        curl = next(line.strip() for line in text.splitlines() if ":predict -d @" in line)
+
+        reply = subprocess.run(curl, shell=True, capture_output=True, text=True, timeout=60, check=True)
+        dev.send_signal(signal.SIGINT)
+        status = dev.wait(timeout=60)
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+
+    assert re.match(r"curl -s http://127\.0\.0\.1:\d+/v1/models/test-cifar10:predict -d @/", curl)
+    assert json.loads(reply.stdout)["predictions"][0]["class"]
+    assert status == 0
+    assert [p.pid for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+    assert "[triton] " in text
+    assert "[serve] " in text
+
+
+def test_dev_port_in_use_is_a_one_line_error(model_repository: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            kxform_command(
+                "dev", f"--model-repository={model_repository}", "--transformer=test-cifar10", f"--http_port={port}"
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"kxform dev: error: port {port} is in use (--http_port); stop what listens there or pass another --http_port"
+    )
+
+
+@pytest.mark.integration
+def test_infer_sends_image_files_and_prints_the_reply(triton: ServerProcess, tmp_path: Path) -> None:
+    from kxform.testing import start_serve
+
+    server = start_serve(["test-cifar10"], f"127.0.0.1:{triton.ports['http']}", tmp_path)
+    image = tmp_path / "image.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(image)
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kxform",
+                "infer",
+                "test-cifar10",
+                str(image),
+                str(image),
+                f"--url={server.http_url}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        server.stop()
+
+    assert done.returncode == 0, done.stderr
+    predictions = json.loads(done.stdout)["predictions"]
+    assert len(predictions) == 2
+    assert predictions[0] == predictions[1]
