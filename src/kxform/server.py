@@ -121,4 +121,12 @@ def serve(settings: ServeSettings) -> None:
     )
     server.dataplane = PredictorAwareDataPlane(model_registry=server.registered_models)
     _install(app, server.dataplane)
+    _quiet_per_request_logs(settings.log_level)
     server.start(models)
+
+
+def _quiet_per_request_logs(level: str) -> None:
+    """One line per request at DEBUG (kxform's own), errors always: kserve/uvicorn log every request at INFO."""
+    if level != "DEBUG":
+        for name in ("kserve.trace", "uvicorn.access"):
+            logging.getLogger(name).setLevel(logging.WARNING)
