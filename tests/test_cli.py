@@ -80,9 +80,18 @@ def test_serve_names_a_missing_plugin_in_one_line(capsys: pytest.CaptureFixture[
 def test_plugins_lists_name_distribution_and_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plugins"]) == 0
 
-    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
-    assert rows[0] == ["NAME", "DISTRIBUTION", "VERSION", "TARGET"]
-    assert ["test-cifar10", "kxform-test-plugins", "0.0.1", "kxform_test_plugins.plugins:Cifar10Images"] in rows
+    rows = [line.split("  ") for line in capsys.readouterr().out.splitlines()]
+    rows = [[cell.strip() for cell in row if cell.strip()] for row in rows]
+    assert rows[0] == ["NAME", "DISTRIBUTION", "VERSION", "MODEL", "ENTRY POINT"]
+    assert [
+        "test-cifar10",
+        "kxform-test-plugins",
+        "0.0.1",
+        "cifar10",
+        "kxform_test_plugins.plugins:Cifar10Images",
+    ] in rows
+    assert ["test-broken-import", "kxform-test-plugins", "0.0.1", "?", "kxform_test_plugins.broken:Plugin"] in rows
+    assert "kxform_test_plugins.broken" not in sys.modules
 
 
 @pytest.mark.integration

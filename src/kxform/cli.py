@@ -111,17 +111,21 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _add_plugins(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser("plugins", help="list installed transformer plugins (imports none of them)")
+    parser = commands.add_parser(
+        "plugins", help="list installed transformer plugins and the model each calls (imports none of them)"
+    )
     parser.set_defaults(run=_run_plugins)
 
 
 def _run_plugins(args: argparse.Namespace) -> int:
-    from kxform.plugins import discover
+    from kxform.plugins import declared_predictor_model, discover
 
-    rows = [("NAME", "DISTRIBUTION", "VERSION", "TARGET")]
+    rows = [("NAME", "DISTRIBUTION", "VERSION", "MODEL", "ENTRY POINT")]
     for name, claims in discover().items():
-        rows += [(name, info.distribution, info.version, info.target) for info in claims]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        rows += [
+            (name, info.distribution, info.version, declared_predictor_model(info), info.target) for info in claims
+        ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     return 0

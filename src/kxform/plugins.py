@@ -6,17 +6,20 @@ Whether each hook is ``async`` is decided here, once, not per request.
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import importlib.util
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import Any
 
 from kxform.errors import PluginError
 from kxform.transformer import Transformer
 
-__all__ = ["ENTRY_POINT_GROUP", "LoadedPlugin", "PluginInfo", "discover", "load_plugin"]
+__all__ = ["ENTRY_POINT_GROUP", "LoadedPlugin", "PluginInfo", "declared_predictor_model", "discover", "load_plugin"]
 
 ENTRY_POINT_GROUP = "kxform.transformers"
 _HOOKS = ("preprocess", "postprocess")
@@ -68,6 +71,54 @@ def discover() -> dict[str, list[PluginInfo]]:
         if info not in claims:  # the same distribution seen twice on sys.path is not a conflict
             claims.append(info)
     return dict(sorted(found.items()))
+
+
+def _module_file(module: str) -> Path | None:
+    # Locate the source without executing any package: find_spec of the top level only, then walk.
+    top, *rest = module.split(".")
+    spec = importlib.util.find_spec(top)
+    if spec is None:
+        return None
+    if not rest:
+        return Path(spec.origin) if spec.origin else None
+    if not spec.submodule_search_locations:
+        return None
+    base = Path(next(iter(spec.submodule_search_locations))).joinpath(*rest)
+    return next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)
+
+
+def _assigned_model(node: ast.ClassDef) -> str | None:
+    for statement in node.body:
+        if isinstance(statement, ast.Assign | ast.AnnAssign):
+            targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+            if any(isinstance(t, ast.Name) and t.id == "predictor_model" for t in targets):
+                value = statement.value
+                return str(value.value) if isinstance(value, ast.Constant) and value.value else "?"
+    return None
+
+
+def _model_of_class(classes: dict[str, ast.ClassDef], name: str, plugin: str) -> str:
+    node = classes[name]
+    model = _assigned_model(node)
+    if model is not None:
+        return model
+    bases = [b.id if isinstance(b, ast.Name) else b.attr if isinstance(b, ast.Attribute) else "" for b in node.bases]
+    for base in bases:
+        if base in classes:
+            return _model_of_class(classes, base, plugin)
+    return plugin if bases == ["Transformer"] else "?"  # kxform's default: the plugin's own name
+
+
+def declared_predictor_model(info: PluginInfo) -> str:
+    """The predictor model a plugin calls, read from its source (``predictor_model = "..."``), not imported."""
+    module, _, attribute = info.target.partition(":")
+    path = _module_file(module)
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8")) if path else None
+    except (OSError, SyntaxError, ValueError):
+        tree = None
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)} if tree else {}
+    return _model_of_class(classes, attribute, info.name) if attribute in classes else "?"
 
 
 def _select(name: str) -> PluginInfo:
