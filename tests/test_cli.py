@@ -68,6 +68,14 @@ def test_serve_rejects_v1_to_the_predictor(capsys: pytest.CaptureFixture[str]) -
     assert "Triton speaks the V2 protocol" in capsys.readouterr().err
 
 
+def test_serve_refuses_more_than_one_worker_and_says_what_to_do(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["serve", "--transformer", "x", "--workers", "4"])
+
+    assert "run more replicas instead" in capsys.readouterr().err
+    assert parse_args(["serve", "--transformer", "x", "--workers", "1"]).workers == 1
+
+
 def test_serve_names_a_missing_plugin_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     status = main(["serve", "--transformer", "no-such-plugin", "--predictor_host", "127.0.0.1:1"])
 

@@ -32,6 +32,16 @@ def parse_protocol(text: str) -> str:
     return value
 
 
+def parse_workers(text: str) -> int:
+    # kserve spawns extra workers by re-importing its app: kxform's routes and plugins would be missing there.
+    if text.strip() != "1":
+        raise argparse.ArgumentTypeError(
+            f"{text} workers: kxform serves one worker per process; run more replicas instead "
+            "(KServe scales the transformer out; image decoding already runs on worker threads)"
+        )
+    return 1
+
+
 @dataclass(frozen=True, slots=True)
 class ServeSettings:
     transformers: tuple[str, ...]
@@ -101,7 +111,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--predictor_request_retries", type=int, default=_env("predictor_request_retries", 2, int))
     parser.add_argument("--http_port", type=int, default=_env("http_port", 8080, int))
     parser.add_argument("--grpc_port", type=int, default=_env("grpc_port", 8081, int))
-    parser.add_argument("--workers", type=int, default=_env("workers", 1, int))
+    parser.add_argument(
+        "--workers",
+        type=parse_workers,
+        default=_env("workers", 1, parse_workers),
+        help="uvicorn workers; only 1: scale out with replicas (the transformer is stateless)",
+    )
     parser.add_argument(
         "--enable_grpc", type=parse_bool, nargs="?", const=True, default=_env("enable_grpc", True, parse_bool)
     )
