@@ -3,7 +3,9 @@
 Every model is TorchScript (``<name>/1/model.pt``) with ``platform: "pytorch_libtorch"``, inputs
 ``INPUT__i`` and outputs ``OUTPUT__i`` as in the seeds. No weights are downloaded: ``cifar10`` and
 ``resnet50`` use seeded random weights (only shapes matter), ``digits`` is trained here on
-scikit-learn's bundled dataset. Generation is deterministic.
+scikit-learn's bundled dataset, and ``text`` is a scripted hashed bag of words whose fixed weights
+come from a small sentiment word list (it exercises the string I/O path, ``List[str]`` in). Generation
+is deterministic.
 """
 
 from __future__ import annotations
@@ -65,6 +67,83 @@ class DigitsNet(nn.Module):
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         x = F.relu(self.fc1(torch.flatten(x, 1)))
         return self.fc2(x)
+
+
+TEXT_BUCKETS = 1 << 16  # few collisions between everyday words and the word list
+TEXT_LABELS = ["NEGATIVE", "POSITIVE"]  # OUTPUT__0 column order
+TEXT_WORD_WEIGHT = 1.5  # two matching words: softmax(0, 3) = 0.95
+POSITIVE_WORDS = [
+    "amazing", "awesome", "beautiful", "best", "brilliant", "charming", "delightful", "enjoy", "enjoyable",
+    "enjoyed", "excellent", "fantastic", "fine", "fun", "good", "great", "happy", "love", "loved", "lovely",
+    "masterpiece", "nice", "perfect", "pleasant", "recommend", "superb", "wonderful",
+]  # fmt: skip
+NEGATIVE_WORDS = [
+    "annoying", "awful", "bad", "boring", "broken", "disappointing", "dull", "hate", "hated", "horrible",
+    "mediocre", "mess", "poor", "poorly", "ridiculous", "sad", "slow", "stupid", "terrible", "ugly",
+    "unpleasant", "waste", "wasted", "weak", "worse", "worst",
+]  # fmt: skip
+
+
+def text_bucket(word: str, buckets: int) -> int:
+    """FNV-1a over the word's characters, mod ``buckets``; TorchScript and Python compute the same value."""
+    value = 2166136261
+    for char in word:
+        value = ((value ^ ord(char)) * 16777619) & 0xFFFFFFFF
+    return value % buckets
+
+
+def _is_word_char(char: str) -> bool:
+    # ASCII only: TorchScript iterates a str by UTF-8 byte, Python by code point; both agree on ASCII
+    # and both see every non-ASCII unit as above "z", i.e. as a separator.
+    lower = char >= "a" and char <= "z"
+    upper = char >= "A" and char <= "Z"
+    digit = char >= "0" and char <= "9"
+    return lower or upper or digit or char == "'"
+
+
+def text_words(text: str) -> list[str]:
+    """Lower-cased ASCII words (letters, digits, apostrophes) of ``text``; everything else separates them."""
+    words: list[str] = []
+    word = ""
+    for char in text:
+        if _is_word_char(char):
+            word += char
+        elif word != "":
+            words.append(word.lower())
+            word = ""
+    if word != "":
+        words.append(word.lower())
+    return words
+
+
+class HashedBagOfWords(nn.Module):
+    """``List[str]`` -> logits [N, 2]: the sum of the weight rows of the text's hashed words."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.buckets = int(weight.shape[0])
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        logits = torch.zeros(len(texts), self.weight.shape[1])
+        for row, text in enumerate(texts):
+            for word in text_words(text):
+                logits[row] += self.weight[text_bucket(word, self.buckets)]
+        return logits
+
+
+def text_weights() -> torch.Tensor:
+    """Column 1 (POSITIVE) gains for positive words, column 0 (NEGATIVE) for negative ones."""
+    weight = torch.zeros(TEXT_BUCKETS, len(TEXT_LABELS))
+    seen: dict[int, str] = {}
+    for column, words in ((1, POSITIVE_WORDS), (0, NEGATIVE_WORDS)):
+        for word in words:
+            bucket = text_bucket(word, TEXT_BUCKETS)
+            if bucket in seen:
+                raise SystemExit(f"text model: '{word}' and '{seen[bucket]}' hash to bucket {bucket}; change a word")
+            seen[bucket] = word
+            weight[bucket, column] = TEXT_WORD_WEIGHT
+    return weight
 
 
 def config_text(name: str, inputs: str, outputs: str, max_batch_size: int, extra: str = "") -> str:
@@ -183,10 +262,28 @@ def build_resnet50(model_dir: Path) -> None:
     )
 
 
+def build_text(model_dir: Path) -> None:
+    scripted = torch.jit.script(HashedBagOfWords(text_weights()))
+    (model_dir / "1").mkdir(parents=True)
+    scripted.save(str(model_dir / "1" / "model.pt"))
+    (model_dir / "labels.txt").write_text("\n".join(TEXT_LABELS) + "\n")
+    # One string per batch row (dims [1]): Triton's PyTorch backend hands a batch of them to forward
+    # as one List[str] in request order, so the dynamic batcher can merge requests as for tensors.
+    (model_dir / "config.pbtxt").write_text(
+        config_text(
+            "text",
+            tensor_text("INPUT__0", "TYPE_STRING", [1]),
+            tensor_text("OUTPUT__0", "TYPE_FP32", [2], "labels.txt"),
+            max_batch_size=64,
+        )
+    )
+
+
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "cifar10": build_cifar10,
     "digits": build_digits,
     "resnet50": build_resnet50,
+    "text": build_text,
 }
 
 

@@ -48,13 +48,13 @@ class DevError(KxformError):
 
 
 def default_transformers() -> tuple[str, ...]:
-    """The example plugins (distributions ``kxform-example-*``) that are installed."""
+    """The example plugins that are installed: entry point NAME of distribution ``kxform-example-NAME``."""
     from kxform.plugins import discover
 
     return tuple(
         name
         for name, claims in discover().items()
-        if any(info.distribution.startswith(EXAMPLE_DISTRIBUTION_PREFIX) for info in claims)
+        if any(info.distribution == EXAMPLE_DISTRIBUTION_PREFIX + name for info in claims)
     )
 
 

@@ -175,7 +175,6 @@ def test_settings_reach_every_variant(isvc: Manifest) -> None:
         )
 
 
-@pytest.mark.skip(reason="the example plugin packages (transformers/cifar10, ...) are not in the repository yet")
 def test_configured_plugin_calls_a_model_of_the_repository() -> None:
     # models/ is what goes into storageUri (`make models` builds it; `make test` runs that first).
     from kxform.plugins import load_plugin

@@ -31,6 +31,7 @@ __all__ = [
     "Size",
     "center_crop",
     "convert_mode",
+    "encode_b64_image",
     "image_bytes",
     "normalize",
     "open_image",
@@ -67,6 +68,13 @@ _FILTERS: Final = {
 }
 _SHAPES: Final = 'a base64 string, {"b64": ...}, {"image_bytes": {"b64": ...}} or {"image": {"b64": ...}}'
 _SEND_IMAGE: Final = "send the base64 of the PNG/JPEG bytes"
+
+
+def encode_b64_image(pixels: Array, image_format: str = "PNG") -> str:
+    """The base64 text of ``pixels`` (uint8 HxW or HxWxC) encoded as an image: the inverse of a request's ``b64``."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(buffer, format=image_format)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def image_bytes(instance: object, field: str) -> bytes:

@@ -4,10 +4,12 @@
 inside Triton's Python stub, never inside kxform. It follows the PyTorch backend's contract:
 inputs are passed to ``forward`` in ordinal order (``INPUT__0``, ``INPUT__1``, ...; else by
 ``forward``'s argument names; else in config order), the i-th returned value is ``OUTPUT__i``,
-``BYTES`` inputs arrive as ``List[str]`` and string outputs go back as ``BYTES``. The parameters
-``INFERENCE_MODE``, ``DISABLE_OPTIMIZED_EXECUTION``, ``INTRA_OP_THREAD_COUNT`` (alias
-``NUM_THREADS``) and ``INTER_OP_THREAD_COUNT`` mean what they mean there.
-Requests that Triton's dynamic batcher hands over together run as one batch.
+``BYTES`` inputs arrive as one ``List[str]`` (all elements, row-major: a batch of ``[N, 1]`` strings
+is a list of N) and a returned ``List[str]`` goes back as ``BYTES`` shaped ``[N, *dims]`` (or ``dims``
+for an unbatched model). The parameters ``INFERENCE_MODE``, ``DISABLE_OPTIMIZED_EXECUTION``,
+``INTRA_OP_THREAD_COUNT`` (alias ``NUM_THREADS``) and ``INTER_OP_THREAD_COUNT`` mean what they mean there.
+Requests that Triton's dynamic batcher hands over together run as one batch, strings included: the
+PyTorch backend, too, passes the strings of every request of a batch as one list, in request order.
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ def _configure_threads(parameters: dict[str, str]) -> None:
             torch.set_num_interop_threads(int(inter))
 
 
+class InputError(ValueError):
+    """A request's input cannot be handed to the model (e.g. a BYTES element that is not UTF-8)."""
+
+
 class TritonPythonModel:
     """One instance per ``instance_group`` member; each loads its own copy of the TorchScript module."""
 
@@ -94,12 +100,9 @@ class TritonPythonModel:
         return [pb_utils.get_input_tensor_by_name(request, spec["name"]).as_numpy() for spec in self.inputs]
 
     def _stackable(self, batch: list[list[Array]]) -> bool:
+        # BYTES (object) arrays concatenate like any other: their rows become one longer List[str].
         first = batch[0]
-        return all(
-            a.dtype != np.object_ and a.shape[1:] == f.shape[1:]
-            for arrays in batch
-            for a, f in zip(arrays, first, strict=True)
-        )
+        return all(a.shape[1:] == f.shape[1:] for arrays in batch for a, f in zip(arrays, first, strict=True))
 
     def _run_stacked(self, batch: list[list[Array]]) -> list[Any]:
         sizes = [arrays[0].shape[0] for arrays in batch]
@@ -114,31 +117,56 @@ class TritonPythonModel:
     def _run_one(self, arrays: list[Array]) -> Any:
         try:
             outputs = self._forward(arrays)
+        except InputError as exc:  # the request's fault: Triton answers 400 / INVALID_ARGUMENT
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
         except Exception as exc:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(exc).__name__}: {exc}"))
         return pb_utils.InferenceResponse([pb_utils.Tensor(name, value) for name, value in outputs])
 
     def _forward(self, arrays: list[Array]) -> list[tuple[str, Array]]:
-        arguments = [_to_torch(array) for array in arrays]
+        arguments = [_to_torch(array, spec) for array, spec in zip(arrays, self.inputs, strict=True)]
         grad = torch.inference_mode() if self.inference_mode else torch.no_grad()
         with grad, torch.jit.optimized_execution(self.optimized):  # type: ignore[attr-defined]
             result = self.module(*arguments)
         values = list(result) if isinstance(result, tuple) else [result]
         if len(values) < len(self.outputs):
             raise ValueError(f"model returned {len(values)} values, config declares {len(self.outputs)} outputs")
-        return [(spec["name"], _to_numpy(value, spec)) for spec, value in zip(self.outputs, values, strict=False)]
+        batch = arrays[0].shape[0] if self.batched and arrays else None
+        return [
+            (spec["name"], _to_numpy(value, spec, batch)) for spec, value in zip(self.outputs, values, strict=False)
+        ]
 
 
-def _to_torch(array: Array) -> Any:
-    if array.dtype == np.object_:  # BYTES: TorchScript string models take List[str]
-        return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in array.reshape(-1)]
-    return torch.from_numpy(np.ascontiguousarray(array))
+def _to_torch(array: Array, spec: dict[str, Any]) -> Any:
+    if array.dtype != np.object_:
+        return torch.from_numpy(np.ascontiguousarray(array))
+    strings = []  # BYTES: TorchScript string models take List[str], and TorchScript strings are UTF-8
+    for index, value in enumerate(array.reshape(-1)):
+        try:
+            strings.append(value.decode("utf-8") if isinstance(value, bytes) else str(value))
+        except UnicodeDecodeError as exc:
+            raise InputError(f"input {spec['name']}: element {index} is not UTF-8 text ({exc.reason})") from exc
+    return strings
 
 
-def _to_numpy(value: Any, spec: dict[str, Any]) -> Array:
+def _to_numpy(value: Any, spec: dict[str, Any], batch: int | None) -> Array:
     if isinstance(value, torch.Tensor):
         dtype = pb_utils.triton_string_to_numpy(spec["data_type"])
         return value.detach().cpu().numpy().astype(dtype, copy=False)
-    if isinstance(value, list | tuple):  # List[str] (or nested lists of strings) back as BYTES
-        return np.array([str(v).encode("utf-8") for v in value], dtype=np.object_)
+    if isinstance(value, list | tuple):  # List[str] back as BYTES, shaped as the config says
+        strings = np.array([str(v).encode("utf-8") for v in value], dtype=np.object_)
+        return _shaped(strings, spec, batch)
     raise TypeError(f"output {spec['name']}: cannot convert {type(value).__name__} to a tensor")
+
+
+def _shaped(strings: Array, spec: dict[str, Any], batch: int | None) -> Array:
+    """The flat list of strings a model returned as ``[batch, *dims]``; one -1 in dims takes the rest."""
+    dims = [int(d) for d in spec.get("dims", [])]
+    shape = [batch, *dims] if batch is not None else dims
+    try:
+        return strings.reshape(shape)
+    except ValueError:
+        raise ValueError(
+            f"output {spec['name']}: the model returned {len(strings)} strings, which do not fill "
+            f"dims {dims}{f' for a batch of {batch}' if batch is not None else ''}"
+        ) from None

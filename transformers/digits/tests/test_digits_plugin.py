@@ -1,0 +1,221 @@
+"""The digits example plugin: scikit-learn's held-out digits as image files, through a real server."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+import json
+import subprocess
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from kxform_example_digits import digit_pixels
+from PIL import Image
+
+import kxform
+from kxform.model import TransformerModel
+from kxform.plugins import load_plugin
+from kxform.predictor import PredictorClient, PredictorSettings, create_predictor
+from kxform.testing import ServerProcess, start_serve
+
+ROOT = Path(__file__).resolve().parents[3]
+README = Path(__file__).resolve().parents[1] / "README.md"
+BATCH = 64
+
+
+def _build_models() -> Any:
+    spec = importlib.util.spec_from_file_location("build_models", ROOT / "tools" / "build_models.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def held_out() -> tuple[np.ndarray, np.ndarray]:
+    """The split the digits model was not trained on (tools/build_models.py): [N,1,8,8] in [0,1], labels."""
+    _, x_test, _, y_test = _build_models().digits_split()
+    return x_test, y_test
+
+
+def encode(pixels: np.ndarray, image_format: str = "PNG", **params: Any) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=image_format, **params)
+    return buffer.getvalue()
+
+
+def gray_levels(image: np.ndarray) -> np.ndarray:
+    """A [1,8,8] image of the dataset (values k/16) as 8-bit grayscale: k * 255/16, rounded."""
+    return np.rint(image[0] * 255).astype(np.uint8)
+
+
+def png_8x8(image: np.ndarray) -> bytes:
+    return encode(gray_levels(image))
+
+
+def jpeg_32x32(image: np.ndarray) -> bytes:
+    return encode(np.kron(gray_levels(image), np.ones((4, 4), np.uint8)), "JPEG", quality=90)
+
+
+def ink_on_paper_png_64x64(image: np.ndarray) -> bytes:
+    return encode(255 - np.kron(gray_levels(image), np.ones((8, 8), np.uint8)))
+
+
+RENDERINGS = [
+    pytest.param(png_8x8, id="png-8x8"),
+    pytest.param(jpeg_32x32, id="jpeg-32x32"),
+    pytest.param(ink_on_paper_png_64x64, id="ink-on-paper-png-64x64"),
+]
+
+
+@pytest.mark.parametrize("render", RENDERINGS)
+def test_rendered_held_out_images_decode_to_exactly_the_training_values(
+    held_out: tuple[np.ndarray, np.ndarray], render: Callable[[np.ndarray], bytes]
+) -> None:
+    images, _ = held_out
+
+    decoded = np.stack([digit_pixels(render(image), (8, 8), f"instances[{i}]") for i, image in enumerate(images)])
+
+    assert decoded.dtype == np.float32
+    np.testing.assert_array_equal(decoded, images[:, 0])
+
+
+@pytest.mark.parametrize("paper", [pytest.param(False, id="light-on-dark"), pytest.param(True, id="ink-on-paper")])
+def test_a_tall_image_is_centred_on_a_square_not_stretched(
+    held_out: tuple[np.ndarray, np.ndarray], paper: bool
+) -> None:
+    digit = np.kron(gray_levels(held_out[0][0]), np.ones((4, 4), np.uint8))  # 32x32
+    tall, square = np.zeros((48, 32), np.uint8), np.zeros((48, 48), np.uint8)
+    tall[8:40, :], square[8:40, 8:40] = digit, digit
+    if paper:
+        tall, square = 255 - tall, 255 - square
+
+    decoded = digit_pixels(encode(tall), (8, 8), "instances[0]")
+
+    np.testing.assert_array_equal(decoded, digit_pixels(encode(square), (8, 8), "instances[0]"))
+    assert decoded[:, 0].max() == decoded[:, -1].max() == 0  # the margins the square added stay dark
+
+
+def digits_in_process(model_repository: Path, batch: np.ndarray) -> np.ndarray:
+    """The digits model's class probabilities, run here with torch on ``batch`` [N,1,8,8]."""
+    module = torch.jit.load(str(model_repository / "digits" / "1" / "model.pt"))
+    with torch.no_grad():
+        return np.asarray(module(torch.from_numpy(batch)).softmax(1).numpy())
+
+
+@pytest.fixture(scope="module")
+def serve(triton: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = start_serve(["digits"], f"127.0.0.1:{triton.ports['http']}", tmp_path_factory.mktemp("digits"))
+    yield server
+    server.stop()
+
+
+def predict(server: ServerProcess, instances: list[Any]) -> list[dict[str, Any]]:
+    request = urllib.request.Request(
+        f"{server.http_url}/v1/models/digits:predict",
+        data=json.dumps({"instances": instances}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        predictions: list[dict[str, Any]] = json.loads(reply.read())["predictions"]
+    return predictions
+
+
+@pytest.mark.integration
+def test_held_out_split_over_http_is_as_accurate_as_the_model_in_process(
+    serve: ServerProcess, model_repository: Path, held_out: tuple[np.ndarray, np.ndarray]
+) -> None:
+    images, truth = held_out
+    files = [png_8x8(image) for image in images]
+    instances = [{"image": {"b64": base64.b64encode(data).decode()}} for data in files]
+
+    predictions = [p for start in range(0, len(files), BATCH) for p in predict(serve, instances[start : start + BATCH])]
+
+    # what the model says in-process on the tensors the plugin makes of those files, and on the original split
+    tensors = np.stack([digit_pixels(data, (8, 8), "file")[np.newaxis] for data in files])
+    expected = digits_in_process(model_repository, tensors)
+    original_accuracy = float((digits_in_process(model_repository, images).argmax(1) == truth).mean())
+    labels = np.array([int(p["label"]) for p in predictions])
+    assert len(predictions) == len(images) == 450
+    assert labels.tolist() == expected.argmax(1).tolist()
+    np.testing.assert_allclose([p["confidence"] for p in predictions], expected.max(1), rtol=0, atol=1e-5)
+    assert float((labels == truth).mean()) == original_accuracy >= 0.95
+
+
+@pytest.fixture(params=[pytest.param("v2", id="http"), pytest.param("grpc-v2", id="grpc")])
+async def predictor(request: pytest.FixtureRequest, triton: ServerProcess) -> AsyncIterator[PredictorClient]:
+    port = triton.ports["grpc" if request.param == "grpc-v2" else "http"]
+    client = create_predictor(PredictorSettings(f"127.0.0.1:{port}", request.param))
+    yield client
+    await client.close()
+
+
+@pytest.mark.integration
+async def test_every_rendering_gets_the_label_of_the_model_in_process(
+    predictor: PredictorClient, model_repository: Path, held_out: tuple[np.ndarray, np.ndarray]
+) -> None:
+    model = TransformerModel("digits", load_plugin("digits"), predictor)
+    images = held_out[0][:20]
+    files = [render(image) for image in images for render in (png_8x8, jpeg_32x32, ink_on_paper_png_64x64)]
+
+    reply, _ = await model({"instances": [base64.b64encode(data).decode() for data in files]}, {})
+
+    expected = digits_in_process(model_repository, np.repeat(images, 3, axis=0))
+    assert [p["label"] for p in reply["predictions"]] == [str(i) for i in expected.argmax(1)]
+    np.testing.assert_allclose([p["confidence"] for p in reply["predictions"]], expected.max(1), rtol=0, atol=1e-5)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("bad", "fragment"),
+    [
+        pytest.param(
+            {"image": {"b64": base64.b64encode(encode(np.full((32, 32), 9, np.uint8), "JPEG")[:-60]).decode()}},
+            "truncated or corrupt",
+            id="truncated-jpeg",
+        ),
+        pytest.param(7, "is int, not an image", id="a-number"),
+        pytest.param({"image": "iVBOR"}, '{"b64": ...}', id="no-b64-object"),
+    ],
+)
+async def test_a_bad_instance_is_a_400_naming_it(predictor: PredictorClient, bad: Any, fragment: str) -> None:
+    model = TransformerModel("digits", load_plugin("digits"), predictor)
+    good = base64.b64encode(encode(np.zeros((8, 8), np.uint8))).decode()
+
+    with pytest.raises(kxform.RequestError) as caught:
+        await model({"instances": [good, good, bad]}, {})
+
+    assert caught.value.http_status == 400
+    assert "instances[2]" in caught.value.message
+    assert fragment in caught.value.message
+
+
+def readme_curl_lines() -> list[str]:
+    return [line for line in README.read_text().splitlines() if line.startswith("curl ")]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("line", readme_curl_lines())
+def test_readme_curl_line_works_as_printed(
+    line: str, serve: ServerProcess, model_repository: Path, pytestconfig: pytest.Config
+) -> None:
+    command = line.replace("http://127.0.0.1:8080", serve.http_url)  # the make dev address, here a free port
+    assert command != line, f"the README's curl line does not call http://127.0.0.1:8080: {line}"
+
+    done = subprocess.run(
+        ["bash", "-c", command], cwd=pytestconfig.rootpath, capture_output=True, text=True, timeout=60, check=True
+    )
+
+    predictions = json.loads(done.stdout)["predictions"]
+    sent = json.loads(line.split("-d '", 1)[1].rsplit("'", 1)[0])["instances"]
+    tensors = np.stack([digit_pixels(base64.b64decode(i["image"]["b64"]), (8, 8), "x")[np.newaxis] for i in sent])
+    expected = digits_in_process(model_repository, tensors)
+    assert [p["label"] for p in predictions] == [str(i) for i in expected.argmax(1)]
+    np.testing.assert_allclose([p["confidence"] for p in predictions], expected.max(1), rtol=0, atol=1e-5)

@@ -1,0 +1,253 @@
+"""The imagenet example plugin: real photos in every mode, against torchvision and resnet50 in-process."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms as transforms
+import tritonclient.http as triton_http
+from kxform_example_imagenet import IMAGENET_MEAN, IMAGENET_STD, PIPELINE
+from PIL import Image, ImageOps
+from sklearn.datasets import load_sample_images
+
+import kxform
+from kxform.model import TransformerModel
+from kxform.plugins import load_plugin
+from kxform.predictor import PredictorClient, PredictorSettings, create_predictor
+from kxform.testing import ServerProcess, start_serve
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+PHOTOS = {Path(name).stem: Path(name) for name in load_sample_images().filenames}  # china.jpg, flower.jpg
+ORIENTATION = 0x0112  # the EXIF tag; 6: the stored pixels must turn 90 degrees clockwise to stand upright
+
+TORCHVISION = transforms.Compose(
+    [
+        transforms.Resize(256),
+        transforms.CenterCrop(224),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ]
+)
+
+
+def encode(image: Image.Image, image_format: str, **params: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **params)
+    return buffer.getvalue()
+
+
+@cache
+def photo(name: str) -> Image.Image:
+    with Image.open(PHOTOS[name]) as image:
+        return image.convert("RGB")
+
+
+def with_alpha(name: str) -> bytes:
+    image = photo(name).copy()
+    image.putalpha(Image.linear_gradient("L").resize(image.size))
+    return encode(image, "PNG")
+
+
+def exif_rotated(name: str, image_format: str) -> bytes:
+    """The photo stored lying on its side, with the EXIF orientation that stands it up again."""
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6
+    return encode(photo(name).transpose(Image.Transpose.ROTATE_90), image_format, exif=exif)
+
+
+# Every size and mode users send; torchvision is given each decoded, stood upright and made RGB.
+VARIANTS: dict[str, Callable[[], bytes]] = {
+    "china-jpeg": lambda: PHOTOS["china"].read_bytes(),
+    "flower-jpeg": lambda: PHOTOS["flower"].read_bytes(),
+    "flower-rgba-png": lambda: with_alpha("flower"),
+    "china-grayscale-jpeg": lambda: encode(photo("china").convert("L"), "JPEG", quality=90),
+    "flower-palette-png": lambda: encode(photo("flower").quantize(256), "PNG"),
+    "china-exif-rotated-png": lambda: exif_rotated("china", "PNG"),
+    "flower-exif-rotated-jpeg": lambda: exif_rotated("flower", "JPEG"),
+    "china-small-png": lambda: encode(photo("china").resize((150, 100)), "PNG"),
+    "flower-tall-crop-jpeg": lambda: encode(photo("flower").crop((100, 0, 300, 427)), "JPEG"),
+}
+
+
+def upright_rgb(data: bytes) -> Image.Image:
+    """What users hand torchvision: the decoded file, EXIF orientation applied, as RGB."""
+    with Image.open(io.BytesIO(data)) as image:
+        return ImageOps.exif_transpose(image).convert("RGB")
+
+
+def torchvision_tensor(data: bytes) -> np.ndarray:
+    return np.asarray(TORCHVISION(upright_rgb(data)).numpy())
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_tensor_equals_torchvisions_imagenet_transform(variant: str) -> None:
+    data = VARIANTS[variant]()
+
+    tensor = PIPELINE(data)
+
+    assert tensor.shape == (3, 224, 224)
+    np.testing.assert_allclose(tensor, torchvision_tensor(data), rtol=0, atol=1e-5)
+
+
+def test_exif_rotation_stands_the_photo_up() -> None:
+    # PNG keeps the pixels exactly: the rotated file must give the upright photo's tensor.
+    rotated, upright = exif_rotated("china", "PNG"), encode(photo("china"), "PNG")
+
+    assert Image.open(io.BytesIO(rotated)).size == photo("china").size[::-1]
+    np.testing.assert_array_equal(PIPELINE(rotated), PIPELINE(upright))
+
+
+def resnet50_in_process(model_repository: Path, batch: np.ndarray) -> np.ndarray:
+    module = torch.jit.load(str(model_repository / "resnet50" / "1" / "model.pt"))
+    with torch.inference_mode():
+        return np.asarray(module(torch.from_numpy(batch)).numpy())
+
+
+@pytest.fixture(scope="module")
+def files() -> list[bytes]:
+    return [make() for make in VARIANTS.values()]
+
+
+@pytest.fixture(scope="module")
+def expected_logits(files: list[bytes], model_repository: Path) -> np.ndarray:
+    """resnet50 run here, on torchvision's tensors of the files."""
+    return resnet50_in_process(model_repository, np.stack([torchvision_tensor(data) for data in files]))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    exponentials = np.exp(logits.astype(np.float64) - logits.max(axis=1, keepdims=True))
+    return np.asarray(exponentials / exponentials.sum(axis=1, keepdims=True))
+
+
+# Logits agree to 1e-4, so probabilities to 2e-4 (|dp| <= 2 p max|dlogit|): top 5 ties within that may swap.
+PROBABILITY_TOLERANCE = 2e-4
+
+
+def assert_top5(predictions: list[list[dict[str, Any]]], logits: np.ndarray, classes: list[str]) -> None:
+    """Each reply is the top 5 of the in-process probabilities, most likely first."""
+    reference = softmax(logits)
+    assert len(predictions) == len(reference)
+    for top, probabilities in zip(predictions, reference, strict=True):
+        assert len(top) == 5
+        scores = [entry["probability"] for entry in top]
+        assert scores == sorted(scores, reverse=True)
+        expected = [float(probabilities[classes.index(entry["class"])]) for entry in top]
+        np.testing.assert_allclose(scores, expected, rtol=0, atol=PROBABILITY_TOLERANCE)
+        assert min(scores) >= np.sort(probabilities)[-6] - PROBABILITY_TOLERANCE  # nothing left out scores higher
+
+
+def resnet50_labels(model_repository: Path) -> list[str]:
+    return (model_repository / "resnet50" / "labels.txt").read_text().splitlines()
+
+
+@pytest.fixture(params=[pytest.param("v2", id="http"), pytest.param("grpc-v2", id="grpc")])
+async def predictor(request: pytest.FixtureRequest, triton: ServerProcess) -> AsyncIterator[PredictorClient]:
+    port = triton.ports["grpc" if request.param == "grpc-v2" else "http"]
+    client = create_predictor(PredictorSettings(f"127.0.0.1:{port}", request.param, timeout=120))
+    yield client
+    await client.close()
+
+
+@pytest.mark.integration
+async def test_plugin_tensors_give_resnet50_the_logits_of_torchvisions(
+    predictor: PredictorClient, files: list[bytes], expected_logits: np.ndarray
+) -> None:
+    model = TransformerModel("imagenet", load_plugin("imagenet"), predictor)
+    spec = await model.model_spec()
+    batch = model.plugin.transformer.preprocess(files, kxform.Context(spec))
+
+    logits = await model.infer(spec, {"INPUT__0": batch}, "")  # 9 rows: two calls, max_batch_size is 8
+
+    np.testing.assert_allclose(logits["OUTPUT__0"], expected_logits, rtol=0, atol=1e-4)
+
+
+@pytest.mark.integration
+async def test_every_photo_gets_the_top5_of_resnet50_in_process(
+    predictor: PredictorClient, files: list[bytes], expected_logits: np.ndarray, model_repository: Path
+) -> None:
+    model = TransformerModel("imagenet", load_plugin("imagenet"), predictor)
+    instances = [{"image_bytes": {"b64": base64.b64encode(data).decode()}} for data in files]  # 9: two calls of 8
+
+    reply, _ = await model({"instances": instances}, {})
+
+    assert_top5(reply["predictions"], expected_logits, resnet50_labels(model_repository))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("bad", "fragment"),
+    [
+        pytest.param(
+            base64.b64encode(b"\xff\xd8\xff\xe0 a JPEG header and nothing else").decode(), "truncated", id="broken"
+        ),
+        pytest.param({"url": "https://example.com/cat.jpg"}, "no image", id="a-url"),
+    ],
+)
+async def test_a_bad_instance_is_a_400_naming_it(predictor: PredictorClient, bad: Any, fragment: str) -> None:
+    model = TransformerModel("imagenet", load_plugin("imagenet"), predictor)
+    good = base64.b64encode(VARIANTS["china-small-png"]()).decode()
+
+    with pytest.raises(kxform.RequestError) as caught:
+        await model({"instances": [good, bad]}, {})
+
+    assert caught.value.http_status == 400
+    assert caught.value.message.startswith("instances[1]")
+    assert fragment in caught.value.message
+
+
+@pytest.fixture(scope="module")
+def serve(triton: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = start_serve(["imagenet"], f"127.0.0.1:{triton.ports['http']}", tmp_path_factory.mktemp("imagenet"))
+    yield server
+    server.stop()
+
+
+@pytest.mark.integration
+def test_v2_binary_request_gets_class_and_probability_tensors(
+    serve: ServerProcess, files: list[bytes], expected_logits: np.ndarray, model_repository: Path
+) -> None:
+    client = triton_http.InferenceServerClient(f"127.0.0.1:{serve.ports['http']}", network_timeout=120)
+    tensor = triton_http.InferInput("image", [2], "BYTES")
+    tensor.set_data_from_numpy(np.array(files[:2], dtype=np.object_), binary_data=True)
+
+    result = client.infer("imagenet", [tensor])
+
+    classes, scores = result.as_numpy("class"), result.as_numpy("probability")
+    assert classes.shape == scores.shape == (2, 5)
+    assert scores.dtype == np.float32
+    top = [
+        [{"class": c.decode(), "probability": float(p)} for c, p in zip(row_c, row_p, strict=True)]
+        for row_c, row_p in zip(classes, scores, strict=True)
+    ]
+    assert_top5(top, expected_logits[:2], resnet50_labels(model_repository))
+
+
+def readme_curl_lines() -> list[str]:
+    return [line for line in README.read_text().splitlines() if line.startswith("curl ")]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("line", readme_curl_lines())
+def test_readme_curl_line_works_as_printed(
+    line: str, serve: ServerProcess, model_repository: Path, pytestconfig: pytest.Config
+) -> None:
+    command = line.replace("http://127.0.0.1:8080", serve.http_url)  # the make dev address, here a free port
+    assert command != line, f"the README's curl line does not call http://127.0.0.1:8080: {line}"
+
+    done = subprocess.run(
+        ["bash", "-c", command], cwd=pytestconfig.rootpath, capture_output=True, text=True, timeout=120, check=True
+    )
+
+    sent = PHOTOS["flower"].read_bytes()  # the README sends the flower photo scikit-learn ships
+    logits = resnet50_in_process(model_repository, torchvision_tensor(sent)[np.newaxis])
+    assert_top5(json.loads(done.stdout)["predictions"], logits, resnet50_labels(model_repository))
