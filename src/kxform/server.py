@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from fastapi import Request, Response
+from kserve.errors import ModelNotFound
 from kserve.protocol.dataplane import DataPlane
 
 from kxform.errors import KxformError
@@ -27,13 +28,23 @@ logger = logging.getLogger(__name__)
 
 
 class PredictorAwareDataPlane(DataPlane):  # type: ignore[misc]  # kserve ships no type information
-    """Readiness that follows each transformer's own predictor model (kserve's checks the transformer's name)."""
+    """Readiness that follows each transformer's own predictor model (kserve's checks the transformer's name).
+
+    kserve asks ``model_ready(name, True)`` before every inference: that answer stays local (an outage
+    shows as the 503 of the predictor call itself), so a request costs one predictor call, not two.
+    Health endpoints ask without the flag and get the predictor's answer.
+    """
 
     async def ready(self) -> bool:
         models = self.model_registry.get_models().values()
         return all([await model.healthy() for model in models])
 
     async def model_ready(self, model_name: str, disable_predictor_health_check: bool = False) -> bool:
+        if disable_predictor_health_check:
+            model = self.model_registry.get_model(model_name)
+            if model is None:
+                raise ModelNotFound(model_name)
+            return bool(model.ready)
         return bool(await super().model_ready(model_name, disable_predictor_health_check=True))
 
 
