@@ -30,6 +30,27 @@ def test_load_plugin_validates_and_names_the_instance() -> None:
     assert inspect.iscoroutinefunction(plugin.preprocess)  # sync hooks are wrapped once, at load
 
 
+def test_sync_hooks_run_inline_unless_the_plugin_offloads_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from kxform_test_plugins.plugins import NestedListTensor
+
+    seen: list[str] = []
+    monkeypatch.setattr(
+        NestedListTensor, "preprocess", lambda self, instances, ctx: seen.append(threading.current_thread().name)
+    )
+
+    async def run(offload: bool) -> None:
+        monkeypatch.setattr(NestedListTensor, "offload_hooks", offload)
+        await load_plugin("test-tensor").preprocess([], None)
+
+    asyncio.run(run(False))
+    asyncio.run(run(True))
+
+    assert seen[0] == threading.main_thread().name
+    assert seen[1] != threading.main_thread().name
+
+
 def test_load_plugin_keeps_async_hooks_as_they_are() -> None:
     plugin = load_plugin("test-async")
 

@@ -165,6 +165,11 @@ instance_group [
     kind: KIND_CPU
   }}
 ]
+# One intra-op thread, as the seeds' OMP_NUM_THREADS=1 advises: requests run in parallel instead.
+parameters: {{
+  key: "INTRA_OP_THREAD_COUNT"
+  value: {{ string_value: "1" }}
+}}
 {extra}"""
 
 

@@ -47,7 +47,8 @@ class Transformer:
     body bytes, or the elements of the V2 input) and returns one array (the predictor's single
     input) or ``{input name or ordinal: array}``; the leading axis is the batch. ``postprocess``
     receives ``{output name: array}`` already shaped ``[batch, *dims]`` and returns one result per
-    instance (a list) or a dict. Either hook may be ``async``.
+    instance (a list) or a dict. Either hook may be ``async``; sync hooks run on the event loop
+    unless ``offload_hooks`` is set.
     """
 
     #: Triton model to call; None means the plugin's own (entry-point) name.
@@ -56,6 +57,10 @@ class Transformer:
     inputs: ClassVar[tuple[TensorSpec, ...]] = ()
     #: What V2 clients get back, as postprocess returns it (``GET /v2/models/{name}`` shows both).
     outputs: ClassVar[tuple[TensorSpec, ...]] = ()
+
+    #: Run sync hooks on a worker thread instead of the event loop: for hooks with heavy CPU work that
+    #: releases the GIL (large images); small ones are faster inline (see benchmarks/RESULTS.md).
+    offload_hooks: ClassVar[bool] = False
 
     name: str = ""
 

@@ -71,7 +71,10 @@ class HttpPredictor:
         self, model: str, inputs: Mapping[str, Array], outputs: Sequence[str], request_id: str = ""
     ) -> dict[str, Array]:
         requested = [triton_http.InferRequestedOutput(name, binary_data=True) for name in outputs]
-        headers = {"x-request-id": request_id} if request_id else None
+        # aiohttp asks for gzip by default; Triton then compresses every tensor and tritonclient inflates it.
+        headers = {"Accept-Encoding": "identity"}
+        if request_id:
+            headers["x-request-id"] = request_id
 
         async def operation() -> Any:
             return await self._client.infer(

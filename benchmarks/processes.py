@@ -1,0 +1,120 @@
+"""The servers under test, started as real processes on free ports: Triton, ``kxform serve``, the reference."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from kxform.plugins import discover
+from kxform.testing import ServerProcess, free_port, start_serve, start_triton
+
+__all__ = ["ServerSpec", "Servers", "installed_plugins", "start_servers"]
+
+REFERENCE_SCRIPT = Path(__file__).with_name("reference_transformer.py")
+# The seeds' InferenceService gives the Triton predictor OMP_NUM_THREADS=1 ("critical for performance");
+# without it each model's torch spins 2 OpenMP threads that take CPU from everything else on 2 cores.
+TRITON_ENVIRONMENT = {"OMP_NUM_THREADS": "1"}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSpec:
+    """A transformer process to start: ``kxform serve`` of a plugin, or the reference for a model.
+
+    ``name`` is the plugin (kxform) or the ``--transform`` recipe (reference); ``model`` is the
+    Triton model the reference serves and forwards to (kxform's plugins name theirs).
+    """
+
+    key: str
+    kind: Literal["kxform", "reference"]
+    name: str
+    model: str = ""
+    predictor_protocol: Literal["v2", "grpc-v2"] = "v2"
+
+
+def installed_plugins() -> set[str]:
+    """The names registered in the ``kxform.transformers`` entry-point group, without importing them."""
+    return set(discover())
+
+
+def _predictor_host(triton: ServerProcess, protocol: str) -> str:
+    return triton.grpc_url if protocol == "grpc-v2" else f"127.0.0.1:{triton.ports['http']}"
+
+
+def start_reference(spec: ServerSpec, triton: ServerProcess, log_dir: Path) -> ServerProcess:
+    """The seeds' transformer under kserve's ModelServer, forwarding V2 JSON to Triton over HTTP."""
+    ports = {"http": free_port(), "grpc": free_port()}
+    command = [
+        sys.executable,
+        str(REFERENCE_SCRIPT),
+        f"--model_name={spec.model}",
+        f"--predictor_host={_predictor_host(triton, 'v2')}",
+        "--predictor_protocol=v2",
+        f"--http_port={ports['http']}",
+        f"--grpc_port={ports['grpc']}",
+        f"--transform={spec.name}",
+    ]
+    server = ServerProcess(command, log_dir / f"{spec.key}.log", ports)
+    server.start()
+    try:
+        server.wait_ready(timeout=180)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def start_kxform(spec: ServerSpec, triton: ServerProcess, log_dir: Path) -> ServerProcess:
+    """``kxform serve --transformer NAME`` in front of Triton over ``spec.predictor_protocol``."""
+    host = _predictor_host(triton, spec.predictor_protocol)
+    return start_serve([spec.name], host, log_dir, extra=[f"--predictor_protocol={spec.predictor_protocol}"])
+
+
+@contextlib.contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    """``variables`` set in this process's environment while children are spawned, then restored."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@dataclass
+class Servers:
+    """The running Triton and transformers; ``get("triton")`` or ``get(spec.key)``."""
+
+    triton: ServerProcess
+    transformers: dict[str, ServerProcess]
+
+    def get(self, key: str) -> ServerProcess:
+        return self.triton if key == "triton" else self.transformers[key]
+
+
+def start_servers(stack: contextlib.ExitStack, repository: Path, specs: list[ServerSpec], log_dir: Path) -> Servers:
+    """Start Triton (environment as the seeds deploy it), then each transformer in turn.
+
+    ``stack`` stops them all, transformers first. The transformers inherit this process's environment.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with _environment(TRITON_ENVIRONMENT):
+        triton = start_triton(repository, log_dir)
+    stack.callback(triton.stop)
+    print(f"  triton: {' '.join(triton.command[1:])} (log: {triton.log_path})", flush=True)
+    servers = Servers(triton, {})
+    for spec in specs:
+        start = start_kxform if spec.kind == "kxform" else start_reference
+        server = start(spec, triton, log_dir)
+        stack.callback(server.stop)
+        servers.transformers[spec.key] = server
+        print(f"  {spec.key}: {' '.join(server.command[1:])} (log: {server.log_path})", flush=True)
+    return servers

@@ -1,0 +1,206 @@
+"""One benchmark run: start the servers, drive every scenario's implementations in turn, collect a Report."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from kxform.plugins import load_plugin
+from kxform.testing import ServerProcess
+
+from .loadgen import Load, run_wrk, send_once
+from .machine import machine_facts
+from .processes import TRITON_ENVIRONMENT, Servers, start_servers
+from .profiling import Profile, summarize
+from .report import Measurement, Report
+from .scenarios import Plugins, Run, Scenario, build_scenarios, server_specs
+from .triton_metrics import read_counters
+from .usage import MachineCpu, ProcessUsage
+
+__all__ = ["Options", "run_benchmark"]
+
+OTHERS_LIMIT_CORES = 0.15  # more CPU than this used outside the benchmark during a run is noted
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    repository: Path
+    load: Load
+    warmup_s: float
+    plugins: Plugins
+    scenarios: tuple[str, ...]  # names to run; empty: all
+    profile: bool
+    results_dir: Path
+    command: str
+
+
+@dataclass
+class _Session:
+    """What the runs of one benchmark share: options, servers, the report being filled."""
+
+    options: Options
+    servers: Servers
+    report: Report
+    replies: dict[tuple[str, str], Any]  # (scenario, implementation) -> the first reply's JSON
+
+
+def _v2_input_name(plugin: str) -> str:
+    """The V2 input the plugin declares (kxform takes any name when it declares none)."""
+    inputs = load_plugin(plugin).transformer.inputs
+    return inputs[0].name if inputs else "image"
+
+
+def _check_first_reply(session: _Session, scenario: Scenario, run: Run) -> None:
+    """One request before the load: a failure is noted (the load's errors will show it too)."""
+    status, body = send_once(session.servers.get(run.server).http_url, run.payload)
+    if status != 200:
+        session.report.notes.append(f"{scenario.name}/{run.implementation}: first request got {status}: {body[:300]!r}")
+        return
+    with contextlib.suppress(ValueError):
+        session.replies[(scenario.name, run.implementation)] = json.loads(body)
+
+
+def _pid(server: ServerProcess) -> int:
+    assert server.process is not None
+    return server.process.pid
+
+
+def _load(options: Options, scenario: Scenario) -> Load:
+    return replace(options.load, duration_s=options.load.duration_s * scenario.duration_scale)
+
+
+def _measure(session: _Session, scenario: Scenario, run: Run) -> Measurement:
+    """Check one reply, warm up, then measure under load with the transformer's and Triton's usage."""
+    server, triton = session.servers.get(run.server), session.servers.triton
+    load = _load(session.options, scenario)
+    _check_first_reply(session, scenario, run)
+    run_wrk(server.http_url, run.payload, replace(load, duration_s=session.options.warmup_s))
+    metrics_url = f"http://127.0.0.1:{triton.ports['metrics']}/metrics"
+    counters = read_counters(metrics_url)
+    with MachineCpu() as machine, ProcessUsage(_pid(triton)) as triton_usage, ProcessUsage(_pid(server)) as usage:
+        result = run_wrk(server.http_url, run.payload, load)
+    batch = read_counters(metrics_url).batch_since(counters)
+    served = max(result.requests, 1)
+    transformer_cpu_s = usage.cpu_s if server is not triton else 0.0
+    others_s = machine.busy_s - machine.own_s - triton_usage.cpu_s - transformer_cpu_s
+    return Measurement(
+        scenario=scenario.name,
+        implementation=run.implementation,
+        rps=result.rps,
+        p50_ms=result.p50_ms,
+        p99_ms=result.p99_ms,
+        errors=result.errors,
+        requests=result.requests,
+        peak_rss_mb=usage.peak_rss_mb if server is not triton else None,
+        cpu_ms_per_request=1000 * usage.cpu_s / served if server is not triton else None,
+        triton_cpu_ms_per_request=1000 * triton_usage.cpu_s / served,
+        triton_batch=batch,
+        other_cores=max(others_s, 0.0) / result.duration_s,
+    )
+
+
+def _profile(session: _Session, scenario: Scenario, run: Run) -> None:
+    """py-spy on the transformer during another run of the same load; the summary goes in the report."""
+    server = session.servers.get(run.server)
+    path = session.options.results_dir / f"profile-{scenario.name}-{run.implementation}.txt"
+    load = _load(session.options, scenario)
+    with Profile(_pid(server), load.duration_s, path.with_suffix(".collapsed")):
+        result = run_wrk(server.http_url, run.payload, load)
+    summary = f"{result.rps:.1f} req/s while profiled; " + summarize(path.with_suffix(".collapsed")).text()
+    path.write_text(summary + "\n")
+    session.report.profiles[f"{scenario.name}/{run.implementation}"] = summary
+    print(f"\nprofile {scenario.name}/{run.implementation} ({path}):\n{summary}", flush=True)
+
+
+def _numbers(value: Any) -> list[float] | None:
+    """The first list of numbers in a reply (the logits of its first image), depth first."""
+    if isinstance(value, list) and value and all(isinstance(v, int | float) for v in value):
+        return [float(v) for v in value]
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return next((found for child in children if (found := _numbers(child)) is not None), None)
+
+
+def _note_agreement(session: _Session, scenario: Scenario) -> None:
+    """Whether kxform and the reference computed the same outputs for the same images."""
+    ours, theirs = (_numbers(session.replies.get((scenario.name, i))) for i in ("kxform", "reference"))
+    if ours is None or theirs is None or len(ours) != len(theirs):
+        return
+    delta = max(abs(a - b) for a, b in zip(ours, theirs, strict=True))
+    verdict = "agree" if math.isclose(delta, 0.0, abs_tol=1e-3) else "DIFFER"
+    session.report.notes.append(f"{scenario.name}: kxform and reference outputs {verdict} (max |diff| {delta:.1e})")
+
+
+def _run_scenario(session: _Session, scenario: Scenario) -> None:
+    print(f"\n{scenario.name}: {scenario.description}", flush=True)
+    for run in scenario.runs:
+        measurement = _measure(session, scenario, run)
+        session.report.measurements.append(measurement)
+        rss = "" if measurement.peak_rss_mb is None else f", peak RSS {measurement.peak_rss_mb:.0f} MB"
+        print(
+            f"  {run.implementation:<12} {measurement.rps:8.1f} req/s  p50 {measurement.p50_ms:7.2f} ms  "
+            f"p99 {measurement.p99_ms:7.2f} ms  errors {measurement.errors}{rss}",
+            flush=True,
+        )
+        if measurement.other_cores > OTHERS_LIMIT_CORES:
+            session.report.notes.append(
+                f"{scenario.name}/{run.implementation}: other processes used {measurement.other_cores:.2f} cores "
+                "during the run; its numbers are lower than on a quiet machine"
+            )
+        time.sleep(1.0)  # let a slow server drain what the load left queued before the next run
+    _note_agreement(session, scenario)
+
+
+def _selected(scenarios: list[Scenario], names: tuple[str, ...]) -> list[Scenario]:
+    unknown = set(names) - {scenario.name for scenario in scenarios}
+    if unknown:
+        raise SystemExit(f"unknown scenario(s) {sorted(unknown)}; choose from {[s.name for s in scenarios]}")
+    return [scenario for scenario in scenarios if not names or scenario.name in names]
+
+
+def _new_report(options: Options) -> Report:
+    load = options.load
+    return Report(
+        date=time.strftime("%Y-%m-%d %H:%M %Z"),
+        machine=machine_facts(),
+        command=options.command,
+        load={
+            "connections": load.connections,
+            "duration_s": load.duration_s,
+            "warmup_s": options.warmup_s,
+            "wrk_threads": load.threads,
+            "triton_environment": TRITON_ENVIRONMENT,
+            "summary": (
+                f"wrk, {load.connections} connections, {load.duration_s:g} s per run "
+                f"after {options.warmup_s:g} s of warm-up; Triton with "
+                + " ".join(f"{name}={value}" for name, value in TRITON_ENVIRONMENT.items())
+                + " as in the seeds' InferenceService"
+            ),
+        },
+        plugins={"cifar10": options.plugins.cifar10, "imagenet": options.plugins.imagenet},
+        measurements=[],
+    )
+
+
+def run_benchmark(options: Options) -> Report:
+    """Start Triton and the transformers, measure each selected scenario, profile if asked; stop all."""
+    report = _new_report(options)
+    with contextlib.ExitStack() as stack:
+        scenarios = _selected(
+            build_scenarios(options.plugins, _v2_input_name(options.plugins.cifar10)), options.scenarios
+        )
+        needed = {run.server for scenario in scenarios for run in scenario.runs}
+        specs = [spec for spec in server_specs(options.plugins) if spec.key in needed]
+        print(f"starting Triton on {options.repository} and the transformers ...", flush=True)
+        servers = start_servers(stack, options.repository, specs, options.results_dir / "logs")
+        session = _Session(options, servers, report, {})
+        for scenario in scenarios:
+            _run_scenario(session, scenario)
+        for scenario in scenarios if options.profile else []:
+            for run in (r for r in scenario.runs if r.implementation.startswith("kxform")):
+                _profile(session, scenario, run)
+    return report

@@ -1,0 +1,109 @@
+"""What a server process (and its children) used during a run: peak resident memory and CPU time."""
+
+from __future__ import annotations
+
+import resource
+import threading
+from types import TracebackType
+
+import psutil
+
+__all__ = ["MachineCpu", "ProcessUsage"]
+
+
+def _tree(process: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [process, *process.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _rss(tree: list[psutil.Process]) -> int:
+    total = 0
+    for member in tree:
+        try:
+            total += member.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def _cpu_seconds(tree: list[psutil.Process]) -> dict[int, float]:
+    """User + system seconds of each live member, by pid (a member that exits mid-run drops out)."""
+    seconds = {}
+    for member in tree:
+        try:
+            times = member.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        seconds[member.pid] = times.user + times.system
+    return seconds
+
+
+class ProcessUsage:
+    """``with ProcessUsage(pid) as usage: <load>``; then ``usage.peak_rss_mb`` and ``usage.cpu_s``.
+
+    RSS is the sum over the process and its descendants, sampled every ``interval_s``; CPU is the
+    user + system time the same processes spent between entering and leaving the block.
+    """
+
+    def __init__(self, pid: int, interval_s: float = 0.05) -> None:
+        self._process = psutil.Process(pid)
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name=f"usage-{pid}", daemon=True)
+        self._cpu_start: dict[int, float] = {}
+        self.peak_bytes = 0
+        self.cpu_s = 0.0
+
+    @property
+    def peak_rss_mb(self) -> float:
+        return self.peak_bytes / 2**20
+
+    def _sample(self) -> None:
+        while True:
+            self.peak_bytes = max(self.peak_bytes, _rss(_tree(self._process)))
+            if self._stop.wait(self._interval_s):
+                return
+
+    def __enter__(self) -> ProcessUsage:
+        self._cpu_start = _cpu_seconds(_tree(self._process))
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+        end = _cpu_seconds(_tree(self._process))
+        self.cpu_s = sum(seconds - self._cpu_start.get(pid, 0.0) for pid, seconds in end.items())
+
+
+def _busy_seconds() -> float:
+    """CPU seconds all cores spent on anything but idle and I/O wait, since boot."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0) - getattr(times, "guest", 0.0))
+
+
+def _own_seconds() -> float:
+    """CPU seconds of this process and its reaped children (wrk)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class MachineCpu:
+    """``with MachineCpu() as cpu: <load>``; ``cpu.busy_s`` of all cores and ``cpu.own_s`` of the bench and wrk."""
+
+    def __init__(self) -> None:
+        self._start = (0.0, 0.0)
+        self.busy_s = 0.0
+        self.own_s = 0.0
+
+    def __enter__(self) -> MachineCpu:
+        self._start = (_busy_seconds(), _own_seconds())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.busy_s = _busy_seconds() - self._start[0]
+        self.own_s = _own_seconds() - self._start[1]
