@@ -37,7 +37,7 @@ def parse_workers(text: str) -> int:
     if text.strip() != "1":
         raise argparse.ArgumentTypeError(
             f"{text} workers: kxform serves one worker per process; run more replicas instead "
-            "(KServe scales the transformer out; image decoding already runs on worker threads)"
+            "(KServe scales the transformer out; plugins may set offload_hooks to decode on threads)"
         )
     return 1
 
