@@ -22,7 +22,17 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["ServerProcess", "free_port", "model_repository", "start_serve", "start_triton", "triton"]
+__all__ = [
+    "DEV_URL",
+    "ServerProcess",
+    "free_port",
+    "model_repository",
+    "readme_curl_lines",
+    "run_readme_curl",
+    "start_serve",
+    "start_triton",
+    "triton",
+]
 
 
 def free_port() -> int:
@@ -139,6 +149,22 @@ def start_serve(
         server.stop(signal.SIGKILL)
         raise
     return server
+
+
+DEV_URL = "http://127.0.0.1:8080"  # where `make dev` serves the transformers
+
+
+def readme_curl_lines(readme: Path) -> list[str]:
+    """The ``curl`` command lines of a README, as a user copies them."""
+    return [line for line in readme.read_text().splitlines() if line.startswith("curl ")]
+
+
+def run_readme_curl(line: str, server: ServerProcess, cwd: Path, timeout: float = 60) -> str:
+    """Run a README curl line written for ``make dev`` against ``server`` (a free port); its stdout."""
+    command = line.replace(DEV_URL, server.http_url)
+    assert command != line, f"the README's curl line does not call {DEV_URL}: {line}"
+    done = subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=True)
+    return done.stdout
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ import kxform
 from kxform.model import TransformerModel
 from kxform.plugins import load_plugin
 from kxform.predictor import PredictorClient, PredictorSettings, create_predictor
-from kxform.testing import ServerProcess, start_serve
+from kxform.testing import ServerProcess, readme_curl_lines, run_readme_curl, start_serve
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SAMPLE_PNG = Path(__file__).resolve().parents[3] / "deploy" / "requests" / "cifar10-image.png"
@@ -219,23 +219,14 @@ def serve(triton: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
     server.stop()
 
 
-def readme_curl_lines() -> list[str]:
-    return [line for line in README.read_text().splitlines() if line.startswith("curl ")]
-
-
 @pytest.mark.integration
-@pytest.mark.parametrize("line", readme_curl_lines())
+@pytest.mark.parametrize("line", readme_curl_lines(README))
 def test_readme_curl_line_works_as_printed(
     line: str, serve: ServerProcess, model_repository: Path, pytestconfig: pytest.Config
 ) -> None:
-    command = line.replace("http://127.0.0.1:8080", serve.http_url)  # the make dev address, here a free port
-    assert command != line, f"the README's curl line does not call http://127.0.0.1:8080: {line}"
+    stdout = run_readme_curl(line, serve, pytestconfig.rootpath, timeout=60)
 
-    done = subprocess.run(
-        ["bash", "-c", command], cwd=pytestconfig.rootpath, capture_output=True, text=True, timeout=60, check=True
-    )
-
-    (prediction,) = json.loads(done.stdout)["predictions"]
+    (prediction,) = json.loads(stdout)["predictions"]
     expected = cifar10_in_process(model_repository, seed_tensors([SAMPLE_PNG.read_bytes()]))[0]
     np.testing.assert_allclose(prediction["logits"], expected, rtol=0, atol=1e-5)
     assert prediction["class"] == labels(model_repository)[int(expected.argmax())]

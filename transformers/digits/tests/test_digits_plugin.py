@@ -6,7 +6,6 @@ import base64
 import importlib.util
 import io
 import json
-import subprocess
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ import kxform
 from kxform.model import TransformerModel
 from kxform.plugins import load_plugin
 from kxform.predictor import PredictorClient, PredictorSettings, create_predictor
-from kxform.testing import ServerProcess, start_serve
+from kxform.testing import ServerProcess, readme_curl_lines, run_readme_curl, start_serve
 
 ROOT = Path(__file__).resolve().parents[3]
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -197,23 +196,14 @@ async def test_a_bad_instance_is_a_400_naming_it(predictor: PredictorClient, bad
     assert fragment in caught.value.message
 
 
-def readme_curl_lines() -> list[str]:
-    return [line for line in README.read_text().splitlines() if line.startswith("curl ")]
-
-
 @pytest.mark.integration
-@pytest.mark.parametrize("line", readme_curl_lines())
+@pytest.mark.parametrize("line", readme_curl_lines(README))
 def test_readme_curl_line_works_as_printed(
     line: str, serve: ServerProcess, model_repository: Path, pytestconfig: pytest.Config
 ) -> None:
-    command = line.replace("http://127.0.0.1:8080", serve.http_url)  # the make dev address, here a free port
-    assert command != line, f"the README's curl line does not call http://127.0.0.1:8080: {line}"
+    stdout = run_readme_curl(line, serve, pytestconfig.rootpath, timeout=60)
 
-    done = subprocess.run(
-        ["bash", "-c", command], cwd=pytestconfig.rootpath, capture_output=True, text=True, timeout=60, check=True
-    )
-
-    predictions = json.loads(done.stdout)["predictions"]
+    predictions = json.loads(stdout)["predictions"]
     sent = json.loads(line.split("-d '", 1)[1].rsplit("'", 1)[0])["instances"]
     tensors = np.stack([digit_pixels(base64.b64decode(i["image"]["b64"]), (8, 8), "x")[np.newaxis] for i in sent])
     expected = digits_in_process(model_repository, tensors)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import cache
 from pathlib import Path
@@ -24,7 +23,7 @@ import kxform
 from kxform.model import TransformerModel
 from kxform.plugins import load_plugin
 from kxform.predictor import PredictorClient, PredictorSettings, create_predictor
-from kxform.testing import ServerProcess, start_serve
+from kxform.testing import ServerProcess, readme_curl_lines, run_readme_curl, start_serve
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 PHOTOS = {Path(name).stem: Path(name) for name in load_sample_images().filenames}  # china.jpg, flower.jpg
@@ -232,22 +231,13 @@ def test_v2_binary_request_gets_class_and_probability_tensors(
     assert_top5(top, expected_logits[:2], resnet50_labels(model_repository))
 
 
-def readme_curl_lines() -> list[str]:
-    return [line for line in README.read_text().splitlines() if line.startswith("curl ")]
-
-
 @pytest.mark.integration
-@pytest.mark.parametrize("line", readme_curl_lines())
+@pytest.mark.parametrize("line", readme_curl_lines(README))
 def test_readme_curl_line_works_as_printed(
     line: str, serve: ServerProcess, model_repository: Path, pytestconfig: pytest.Config
 ) -> None:
-    command = line.replace("http://127.0.0.1:8080", serve.http_url)  # the make dev address, here a free port
-    assert command != line, f"the README's curl line does not call http://127.0.0.1:8080: {line}"
-
-    done = subprocess.run(
-        ["bash", "-c", command], cwd=pytestconfig.rootpath, capture_output=True, text=True, timeout=120, check=True
-    )
+    stdout = run_readme_curl(line, serve, pytestconfig.rootpath, timeout=120)
 
     sent = PHOTOS["flower"].read_bytes()  # the README sends the flower photo scikit-learn ships
     logits = resnet50_in_process(model_repository, torchvision_tensor(sent)[np.newaxis])
-    assert_top5(json.loads(done.stdout)["predictions"], logits, resnet50_labels(model_repository))
+    assert_top5(json.loads(stdout)["predictions"], logits, resnet50_labels(model_repository))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import kxform
 from kxform.model import TransformerModel
 from kxform.plugins import load_plugin
 from kxform.predictor import PredictorClient, PredictorSettings, create_predictor
-from kxform.testing import ServerProcess, start_serve
+from kxform.testing import ServerProcess, readme_curl_lines, run_readme_curl, start_serve
 
 pytestmark = pytest.mark.integration
 
@@ -138,22 +137,13 @@ def test_v2_text_that_is_not_utf8_is_a_400(serve: ServerProcess) -> None:
     assert "instances[1] is not UTF-8 text" in str(caught.value.message())
 
 
-def readme_curl_lines() -> list[str]:
-    return [line for line in README.read_text().splitlines() if line.startswith("curl ")]
-
-
-@pytest.mark.parametrize("line", readme_curl_lines())
+@pytest.mark.parametrize("line", readme_curl_lines(README))
 def test_readme_curl_line_works_as_printed(
     line: str, serve: ServerProcess, model_repository: Path, pytestconfig: pytest.Config
 ) -> None:
-    command = line.replace("http://127.0.0.1:8080", serve.http_url)  # the make dev address, here a free port
-    assert command != line, f"the README's curl line does not call http://127.0.0.1:8080: {line}"
+    stdout = run_readme_curl(line, serve, pytestconfig.rootpath, timeout=60)
 
-    done = subprocess.run(
-        ["bash", "-c", command], cwd=pytestconfig.rootpath, capture_output=True, text=True, timeout=60, check=True
-    )
-
-    reply = json.loads(done.stdout)
+    reply = json.loads(stdout)
     if "outputs" in reply:  # V2: one output per key of the per-instance dicts
         columns = {output["name"]: output["data"] for output in reply["outputs"]}
         pairs = zip(columns["label"], columns["score"], strict=True)
