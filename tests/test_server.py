@@ -292,3 +292,25 @@ async def test_bad_image_over_grpc_is_invalid_argument_naming_the_instance(serve
 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "instances[1]" in (caught.value.details() or "")
+
+
+def test_client_hanging_up_mid_request_is_not_logged_as_an_error(serve: ServerProcess) -> None:
+    import socket
+    import time
+
+    with socket.create_connection(("127.0.0.1", serve.ports["http"])) as sock:
+        sock.sendall(
+            b"POST /v1/models/test-cifar10:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"instances": ['
+        )  # promises 1000 bytes, sends 16, hangs up
+    time.sleep(1.0)
+    reply = subprocess.run(
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", f"{serve.http_url}/v2/health/live"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+
+    assert reply.stdout == "200"  # still serving
+    assert "ClientDisconnect" not in serve.log()

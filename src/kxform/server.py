@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import Request, Response
 from kserve.errors import ModelNotFound
 from kserve.protocol.dataplane import DataPlane
+from starlette.requests import ClientDisconnect
 
 from kxform.errors import KxformError
 from kxform.model import TransformerModel
@@ -99,6 +100,12 @@ async def _kxform_error(request: Any, exc: KxformError) -> Any:
     return ORJSONResponse({"error": exc.message}, status_code=exc.http_status)
 
 
+async def _client_gone(request: Any, exc: ClientDisconnect) -> Any:
+    # The client hung up mid-request (a load generator stopping, a proxy timeout): nothing to answer.
+    logger.debug("%s %s: client disconnected", request.method, request.url.path)
+    return Response(status_code=499)
+
+
 def _v2_infer_route(dataplane: DataPlane) -> Any:
     async def v2_infer(request: Request, model_name: str) -> Response:
         headers = dict(request.headers)
@@ -113,6 +120,7 @@ def _v2_infer_route(dataplane: DataPlane) -> Any:
 def _install(app: Any, dataplane: DataPlane) -> None:
     """Error mapping, request ids, and V2 REST infer; routes added here match before kserve's own."""
     app.add_exception_handler(KxformError, _kxform_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_middleware(RequestIdMiddleware)
     app.add_api_route("/v2/models/{model_name}/infer", _v2_infer_route(dataplane), methods=["POST"])
 
