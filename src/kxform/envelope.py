@@ -22,6 +22,7 @@ import numpy as np
 import orjson
 
 from kxform.errors import RequestError
+from kxform.transformer import Protocol
 
 if TYPE_CHECKING:
     from kserve.protocol.infer_type import InferRequest, InferResponse
@@ -47,7 +48,7 @@ class Envelope:
     """The instances of one request and what the reply must look like."""
 
     instances: list[Any]
-    protocol: str = "v1"
+    protocol: Protocol = "v1"
     request: InferRequest | None = None  # the V2 request, for its id and requested outputs
 
 

@@ -128,7 +128,7 @@ class TransformerModel(kserve.Model):  # type: ignore[misc]  # kserve ships no t
         with stage(self.name, "decode"):
             envelope = self.decode(body, headers)
         request_id = headers.get("x-request-id") or (envelope.request.id if envelope.request else "") or ""
-        ctx = Context(await self.model_spec(), envelope.protocol, request_id, headers=headers)  # type: ignore[arg-type]
+        ctx = Context(await self.model_spec(), envelope.protocol, request_id, headers=headers)
         with stage(self.name, "preprocess"):
             inputs = assemble_inputs(await self._preprocess(envelope.instances, ctx), ctx.model)
         with stage(self.name, "predictor"):
