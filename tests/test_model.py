@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +18,9 @@ from kxform.errors import PredictorTimeoutError, PredictorUnavailableError, Requ
 from kxform.model import TransformerModel
 from kxform.plugins import load_plugin
 from kxform.predictor import PredictorClient, PredictorSettings, create_predictor
-from kxform.testing import ServerProcess, free_port
+from kxform.testing import ServerProcess, free_port, predictor_settings
 
 pytestmark = pytest.mark.integration
-
-PROTOCOLS = [pytest.param("v2", id="http"), pytest.param("grpc-v2", id="grpc")]
-
-
-def settings_for(triton: ServerProcess, protocol: str, **overrides: Any) -> PredictorSettings:
-    host = f"127.0.0.1:{triton.ports['grpc' if protocol == 'grpc-v2' else 'http']}"
-    return PredictorSettings(host, protocol, **overrides)  # type: ignore[arg-type]
-
-
-@pytest.fixture(params=PROTOCOLS)
-async def predictor(request: pytest.FixtureRequest, triton: ServerProcess) -> AsyncIterator[PredictorClient]:
-    client = create_predictor(settings_for(triton, request.param))
-    yield client
-    await client.close()
 
 
 def png_b64(seed: int, size: int = 32) -> str:
@@ -142,7 +127,7 @@ async def test_unreachable_predictor_is_a_503_after_bounded_retries(protocol: st
 
 @pytest.mark.parametrize("protocol", ["v2", "grpc-v2"])
 async def test_slow_predictor_is_a_504(triton: ServerProcess, protocol: str) -> None:
-    client = create_predictor(settings_for(triton, protocol, timeout=0.0005))
+    client = create_predictor(predictor_settings(triton, protocol, timeout=0.0005))
 
     with pytest.raises(PredictorTimeoutError) as caught:
         await client.infer("resnet50", {"INPUT__0": np.zeros((8, 3, 224, 224), np.float32)}, ["OUTPUT__0"])

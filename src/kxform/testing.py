@@ -16,17 +16,22 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from kxform.predictor import PredictorClient, PredictorSettings, create_predictor
 
 __all__ = [
     "DEV_URL",
     "ServerProcess",
     "free_port",
     "model_repository",
+    "predictor",
+    "predictor_settings",
     "readme_curl_lines",
     "run_readme_curl",
     "start_serve",
@@ -174,6 +179,20 @@ def model_repository(pytestconfig: pytest.Config) -> Path:
     if not (path / "cifar10" / "config.pbtxt").exists():
         pytest.fail(f"no model repository at {path}: run `make models` (make test does it for you)")
     return path
+
+
+def predictor_settings(triton: ServerProcess, protocol: str, **overrides: Any) -> PredictorSettings:
+    """Settings that reach ``triton`` over ``protocol`` ("v2" for HTTP, "grpc-v2")."""
+    port = triton.ports["grpc" if protocol == "grpc-v2" else "http"]
+    return PredictorSettings(f"127.0.0.1:{port}", protocol, **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=[pytest.param("v2", id="http"), pytest.param("grpc-v2", id="grpc")])
+async def predictor(request: pytest.FixtureRequest, triton: ServerProcess) -> AsyncIterator[PredictorClient]:
+    """A predictor client on the session's Triton, once over HTTP and once over gRPC."""
+    client = create_predictor(predictor_settings(triton, request.param))
+    yield client
+    await client.close()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from PIL import Image
 import kxform
 from kxform.model import TransformerModel
 from kxform.plugins import load_plugin
-from kxform.predictor import PredictorClient, PredictorSettings, create_predictor
+from kxform.predictor import PredictorClient
 from kxform.testing import ServerProcess, readme_curl_lines, run_readme_curl, start_serve
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -146,14 +146,6 @@ def test_torchvision_entry_point_without_torch_names_the_extra_to_install() -> N
 
     assert "entry point 'cifar10-torchvision" in done.stdout
     assert "pip install 'kxform-example-cifar10[torchvision]'" in done.stdout
-
-
-@pytest.fixture(params=[pytest.param("v2", id="http"), pytest.param("grpc-v2", id="grpc")])
-async def predictor(request: pytest.FixtureRequest, triton: ServerProcess) -> AsyncIterator[PredictorClient]:
-    port = triton.ports["grpc" if request.param == "grpc-v2" else "http"]
-    client = create_predictor(PredictorSettings(f"127.0.0.1:{port}", request.param))
-    yield client
-    await client.close()
 
 
 @pytest.mark.integration

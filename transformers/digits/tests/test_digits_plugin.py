@@ -7,7 +7,7 @@ import importlib.util
 import io
 import json
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from PIL import Image
 import kxform
 from kxform.model import TransformerModel
 from kxform.plugins import load_plugin
-from kxform.predictor import PredictorClient, PredictorSettings, create_predictor
+from kxform.predictor import PredictorClient
 from kxform.testing import ServerProcess, readme_curl_lines, run_readme_curl, start_serve
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -146,14 +146,6 @@ def test_held_out_split_over_http_is_as_accurate_as_the_model_in_process(
     assert labels.tolist() == expected.argmax(1).tolist()
     np.testing.assert_allclose([p["confidence"] for p in predictions], expected.max(1), rtol=0, atol=1e-5)
     assert float((labels == truth).mean()) == original_accuracy >= 0.95
-
-
-@pytest.fixture(params=[pytest.param("v2", id="http"), pytest.param("grpc-v2", id="grpc")])
-async def predictor(request: pytest.FixtureRequest, triton: ServerProcess) -> AsyncIterator[PredictorClient]:
-    port = triton.ports["grpc" if request.param == "grpc-v2" else "http"]
-    client = create_predictor(PredictorSettings(f"127.0.0.1:{port}", request.param))
-    yield client
-    await client.close()
 
 
 @pytest.mark.integration

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from sklearn.datasets import load_sample_images
 import kxform
 from kxform.model import TransformerModel
 from kxform.plugins import load_plugin
-from kxform.predictor import PredictorClient, PredictorSettings, create_predictor
+from kxform.predictor import PredictorClient
 from kxform.testing import ServerProcess, readme_curl_lines, run_readme_curl, start_serve
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -147,14 +147,6 @@ def assert_top5(predictions: list[list[dict[str, Any]]], logits: np.ndarray, cla
 
 def resnet50_labels(model_repository: Path) -> list[str]:
     return (model_repository / "resnet50" / "labels.txt").read_text().splitlines()
-
-
-@pytest.fixture(params=[pytest.param("v2", id="http"), pytest.param("grpc-v2", id="grpc")])
-async def predictor(request: pytest.FixtureRequest, triton: ServerProcess) -> AsyncIterator[PredictorClient]:
-    port = triton.ports["grpc" if request.param == "grpc-v2" else "http"]
-    client = create_predictor(PredictorSettings(f"127.0.0.1:{port}", request.param, timeout=120))
-    yield client
-    await client.close()
 
 
 @pytest.mark.integration

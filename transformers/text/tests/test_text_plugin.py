@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import tritonclient.http as triton_http
 import kxform
 from kxform.model import TransformerModel
 from kxform.plugins import load_plugin
-from kxform.predictor import PredictorClient, PredictorSettings, create_predictor
+from kxform.predictor import PredictorClient
 from kxform.testing import ServerProcess, readme_curl_lines, run_readme_curl, start_serve
 
 pytestmark = pytest.mark.integration
@@ -47,14 +47,6 @@ def assert_predictions(predictions: list[dict[str, Any]], texts: list[str], mode
     expected = text_in_process(model_repository, texts)
     assert [p["label"] for p in predictions] == [labels(model_repository)[i] for i in expected.argmax(1)]
     np.testing.assert_allclose([p["score"] for p in predictions], expected.max(1), rtol=0, atol=1e-6)
-
-
-@pytest.fixture(params=[pytest.param("v2", id="http"), pytest.param("grpc-v2", id="grpc")])
-async def predictor(request: pytest.FixtureRequest, triton: ServerProcess) -> AsyncIterator[PredictorClient]:
-    port = triton.ports["grpc" if request.param == "grpc-v2" else "http"]
-    client = create_predictor(PredictorSettings(f"127.0.0.1:{port}", request.param))
-    yield client
-    await client.close()
 
 
 async def test_texts_get_the_label_and_score_of_the_model_in_process(
