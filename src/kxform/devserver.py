@@ -168,6 +168,7 @@ class DevServer:
                 f"--predictor_protocol={s.predictor_protocol}",
                 f"--http_port={s.http_port}",
                 f"--grpc_port={s.grpc_port}",
+                "--bind_address=127.0.0.1",
             ],
             self.out,
         )

@@ -1,15 +1,16 @@
 """Request and response envelopes: what a client sent, as instances for ``preprocess``, and the reply.
 
-V1 (``{"instances": [...]}``) arrives as a dict, or as bytes when the Content-Type is not JSON —
-``curl -d @image.json`` sends ``application/x-www-form-urlencoded`` — so bytes are parsed as JSON
-whatever the header says. A body with an image Content-Type (or an image's magic bytes) is one
+V1 (``{"instances": [...]}``) arrives as body bytes: its ``Content-Encoding`` is undone first and a
+CloudEvent (binary or structured) unwrapped. JSON is parsed whatever the Content-Type says —
+``curl -d @image.json`` sends ``application/x-www-form-urlencoded`` — and a body that is an image
+(an ``image/*`` Content-Type, or an image's magic bytes under any other type or none) is one
 instance of raw image bytes.
 
-V2 (REST JSON or binary, and gRPC) arrives as kserve's ``InferRequest``: the elements of the
-transformer's input become the instances (one encoded image or one string per ``BYTES`` element,
-one row per instance of a numeric input). The reply is an ``InferResponse``: ``{name: array}``
+V2 (REST JSON or binary, and gRPC) arrives as a validated ``kxform.v2.V2Request``: the elements of
+the transformer's input become the instances (one encoded image or one string per ``BYTES``
+element, one row per instance of a numeric input). The reply is a ``V2Response``: ``{name: array}``
 from postprocess as it is, per-instance dicts as one output per key, anything else as the single
-output ``predictions``; kserve honours ``binary_data_output`` and per-output ``binary_data``.
+output ``predictions``.
 """
 
 from __future__ import annotations
@@ -19,28 +20,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import orjson
 
+from kxform import limits
+from kxform.body import decode_content_encoding
+from kxform.cloudevents import CloudEvent, decode_cloudevent
+from kxform.codecs.image import looks_like_image
+from kxform.codecs.jsonbody import load_json
 from kxform.errors import RequestError
 from kxform.transformer import Protocol
+from kxform.v2 import V2Request, V2Response, V2Tensor
 
 if TYPE_CHECKING:
-    from kserve.protocol.infer_type import InferRequest, InferResponse
-
     from kxform.predictor.metadata import TensorSpec
 
-__all__ = ["Envelope", "decode_v1", "decode_v2", "encode_v1", "encode_v2"]
+__all__ = ["Envelope", "decode_v1", "decode_v2", "encode_v1", "encode_v2", "instances_of", "is_image"]
 
-_IMAGE_MAGIC = (
-    b"\x89PNG\r\n\x1a\n",
-    b"\xff\xd8\xff",
-    b"GIF87a",
-    b"GIF89a",
-    b"BM",
-    b"RIFF",
-    b"II*\x00",
-    b"MM\x00*",
-)
+_FIX_V1 = '{"instances": [...]} as JSON, or the image bytes as the body (Content-Type image/png or image/jpeg)'
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +44,15 @@ class Envelope:
 
     instances: list[Any]
     protocol: Protocol = "v1"
-    request: InferRequest | None = None  # the V2 request, for its id and requested outputs
+    request: V2Request | None = None  # the V2 request, for its id and requested outputs
+    event: CloudEvent | None = None  # the CloudEvent a V1 request came in: the reply is one too
 
 
-def _is_image(body: bytes, content_type: str) -> bool:
-    return content_type.startswith("image/") or body.startswith(_IMAGE_MAGIC)
+def is_image(body: bytes, content_type: str) -> bool:
+    return content_type.startswith("image/") or looks_like_image(body)
 
 
-def _instances(payload: Any) -> list[Any]:
+def instances_of(payload: Any) -> list[Any]:
     if not isinstance(payload, Mapping) or "instances" not in payload:
         keys = sorted(payload) if isinstance(payload, Mapping) else type(payload).__name__
         raise RequestError(f'request body has no "instances" (got {keys}); send {{"instances": [...]}}')
@@ -65,23 +61,26 @@ def _instances(payload: Any) -> list[Any]:
         raise RequestError(f'"instances" must be a list, got {type(instances).__name__}')
     if not instances:
         raise RequestError('"instances" is empty; send at least one instance')
+    limits.current().check_instances(len(instances))
     return instances
 
 
-def decode_v1(body: Any, headers: Mapping[str, str] | None) -> Envelope:
-    """The instances of a V1 request body (dict, JSON bytes of any Content-Type, or raw image bytes)."""
-    if isinstance(body, bytes | bytearray):
-        content_type = (headers or {}).get("content-type", "").lower()
-        if _is_image(bytes(body), content_type):
-            return Envelope([bytes(body)])
-        try:
-            body = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise RequestError(
-                f"request body is neither JSON nor an image ({exc}); send "
-                '{"instances": [...]} as JSON, or the image bytes with Content-Type image/png or image/jpeg'
-            ) from exc
-    return Envelope(_instances(body))
+def _from_bytes(body: bytes, content_type: str) -> list[Any]:
+    if is_image(body, content_type):
+        return [body]
+    return instances_of(load_json(body, "the request body", f"send {_FIX_V1}"))
+
+
+def decode_v1(body: bytes, headers: Mapping[str, str]) -> Envelope:
+    """The instances of a V1 request body (headers lower-cased, as HTTP/2 and ASGI give them)."""
+    body = decode_content_encoding(body, headers.get("content-encoding"))
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    event = decode_cloudevent(body, headers)
+    if event is None:
+        return Envelope(_from_bytes(body, content_type))
+    if isinstance(event.data, bytes):
+        return Envelope(_from_bytes(event.data, event.content_type), event=event)
+    return Envelope(instances_of(event.data), event=event)
 
 
 def encode_v1(result: Any) -> dict[str, Any]:
@@ -91,8 +90,8 @@ def encode_v1(result: Any) -> dict[str, Any]:
     return {"predictions": result}
 
 
-def _v2_input(request: InferRequest, declared: tuple[TensorSpec, ...]) -> Any:
-    names = [tensor.name for tensor in request.inputs]
+def _v2_input(request: V2Request, declared: tuple[TensorSpec, ...]) -> V2Tensor:
+    names = request.input_names()
     wanted = declared[0].name if declared else None
     if wanted is None and len(names) == 1:
         return request.inputs[0]
@@ -103,21 +102,14 @@ def _v2_input(request: InferRequest, declared: tuple[TensorSpec, ...]) -> Any:
     raise RequestError(f"V2 request has inputs {names}; this transformer takes {expected}")
 
 
-def decode_v2(request: InferRequest, declared: tuple[TensorSpec, ...]) -> Envelope:
+def decode_v2(request: V2Request, declared: tuple[TensorSpec, ...]) -> Envelope:
     """The instances of a V2 request: the elements (BYTES) or rows (numeric) of its input."""
     tensor = _v2_input(request, declared)
-    try:
-        array = tensor.as_numpy()
-    except Exception as exc:  # kserve raises bare ValueError/InvalidInput for a bad shape or payload
-        raise RequestError(
-            f"V2 input '{tensor.name}' cannot be read as {tensor.datatype} {tensor.shape}: {exc}"
-        ) from exc
+    array = tensor.data
     if array.size == 0:
         raise RequestError(f"V2 input '{tensor.name}' is empty; send at least one element")
-    if tensor.datatype == "BYTES":
-        instances = [v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1)]
-    else:
-        instances = list(array) if array.ndim else [array]
+    instances = list(array.reshape(-1)) if tensor.datatype == "BYTES" else list(array) if array.ndim else [array]
+    limits.current().check_instances(len(instances))
     return Envelope(instances, "v2", request)
 
 
@@ -135,28 +127,14 @@ def _outputs(result: Any) -> dict[str, np.ndarray[Any, Any]]:
     return {"predictions": _column(list(result)) if isinstance(result, list) else np.asarray(result)}
 
 
-def encode_v2(
-    result: Any, request: InferRequest, model_name: str, declared: tuple[TensorSpec, ...] = ()
-) -> InferResponse:
-    """An ``InferResponse`` for the V2 request, in the encoding it asked for; declared outputs keep their dtype."""
-    from kserve.protocol.infer_type import InferOutput, InferResponse
-
-    from kxform.codecs.dtypes import lossless_cast, v2_datatype
+def encode_v2(result: Any, request: V2Request, model_name: str, declared: tuple[TensorSpec, ...] = ()) -> V2Response:
+    """The ``V2Response`` of ``result``; declared outputs keep their dtype."""
+    from kxform.codecs.dtypes import lossless_cast
 
     datatypes = {spec.name: spec.datatype for spec in declared}
     outputs = []
     for name, array in _outputs(result).items():
         if name in datatypes:
             array = lossless_cast(array, datatypes[name], f"postprocess output '{name}'")
-        datatype = v2_datatype(array.dtype)
-        output = InferOutput(name, list(array.shape), datatype)
-        output.set_data_from_numpy(array, binary_data=request.from_grpc)
-        outputs.append(output)
-    return InferResponse(
-        response_id=request.id or "",
-        model_name=model_name,
-        infer_outputs=outputs,
-        from_grpc=request.from_grpc,
-        use_binary_outputs=request.use_binary_outputs,
-        requested_outputs=request.request_outputs,
-    )
+        outputs.append(V2Tensor.from_array(name, array))
+    return V2Response(model_name=model_name, outputs=tuple(outputs), id=request.id)

@@ -1,34 +1,50 @@
 """The errors kxform raises, each carrying the HTTP status and gRPC code it maps to.
 
-    KxformError                         500 INTERNAL           root; never raised bare
-    ├── PluginError                     500 INTERNAL           a plugin cannot be found, imported, validated
-    ├── RequestError                    400 INVALID_ARGUMENT   the request is wrong; names the field
-    │   └── DecodeError                 400 INVALID_ARGUMENT   an instance or tensor cannot be decoded
-    ├── ModelNotFoundError              404 NOT_FOUND          no transformer is served under that name
-    ├── PredictorError                  502 UNAVAILABLE        the predictor's answer is unusable
-    │   ├── PredictorUnavailableError   503 UNAVAILABLE        unreachable, refusing, or not ready
-    │   └── PredictorTimeoutError       504 DEADLINE_EXCEEDED  no answer within the request timeout
-    └── TritonServerError               500 INTERNAL           ``kxform triton`` could not start
-        └── ModelLoadError              500 INTERNAL           a model of the repository failed to load
+    KxformError                          500 INTERNAL            root; never raised bare
+    ├── PluginError                      500 INTERNAL            a plugin cannot be found, imported, validated
+    ├── PluginBugError                    500 INTERNAL            a plugin's hook raised (a bug in the plugin)
+    ├── InternalError                    500 INTERNAL            a bug of kxform's; details only in the log
+    ├── RequestError                     400 INVALID_ARGUMENT    the request is wrong; names the field
+    │   ├── DecodeError                  400 INVALID_ARGUMENT    an instance or tensor cannot be decoded
+    │   ├── LimitError                   413 RESOURCE_EXHAUSTED  a size limit (names the limit and its flag)
+    │   │   └── HeadersTooLargeError     431 RESOURCE_EXHAUSTED  header bytes or count over the limit
+    │   └── UnsupportedMediaTypeError    415 INVALID_ARGUMENT    a Content-Type/-Encoding not served
+    ├── NotFoundError                    404 NOT_FOUND           no such route, model or version
+    │   └── ModelNotFoundError           404 NOT_FOUND           no transformer is served under that name
+    ├── MethodNotAllowedError            405 UNIMPLEMENTED       the route exists, the method does not
+    ├── OverloadedError                  503 UNAVAILABLE         the worker pool's queue is full (Retry-After)
+    ├── PredictorError                   502 UNAVAILABLE         the predictor's answer is unusable
+    │   ├── PredictorUnavailableError    503 UNAVAILABLE         unreachable, refusing, or not ready
+    │   └── PredictorTimeoutError        504 DEADLINE_EXCEEDED   no answer within the request timeout
+    └── TritonServerError                500 INTERNAL            ``kxform triton`` could not start
+        └── ModelLoadError               500 INTERNAL            a model of the repository failed to load
 
-Lower-level errors (binascii, PIL, tritonclient, aiohttp, grpc) are translated where they are
-caught, with ``raise Mapped(message) from exc``; one handler in the server turns any of these
-into a response.
+Lower-level errors (binascii, PIL, orjson, protobuf, aiohttp, grpc) are translated where they are
+caught, with ``raise Mapped(message) from exc``. ``kxform.errormap`` is the one place that turns a
+``KxformError`` (or anything else that escaped) into an HTTP response or a gRPC status.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "DecodeError",
+    "HeadersTooLargeError",
+    "InternalError",
     "KxformError",
+    "LimitError",
+    "MethodNotAllowedError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "NotFoundError",
+    "OverloadedError",
+    "PluginBugError",
     "PluginError",
     "PredictorError",
     "PredictorTimeoutError",
     "PredictorUnavailableError",
     "RequestError",
     "TritonServerError",
+    "UnsupportedMediaTypeError",
 ]
 
 
@@ -47,6 +63,14 @@ class PluginError(KxformError):
     """A plugin cannot be discovered, imported or validated; raised at start-up, never per request."""
 
 
+class PluginBugError(KxformError):
+    """A plugin's hook raised something that is not about the request: a bug in the plugin (HTTP 500)."""
+
+
+class InternalError(KxformError):
+    """Something escaped a request that nothing translated: a bug; the client sees no internals."""
+
+
 class RequestError(KxformError):
     """The request is malformed; the message names the field and how to fix it."""
 
@@ -58,11 +82,56 @@ class DecodeError(RequestError):
     """One instance or tensor of the request cannot be decoded."""
 
 
-class ModelNotFoundError(KxformError):
-    """The request names a model this server does not serve."""
+class LimitError(RequestError):
+    """The request exceeds a size limit; the message names the limit and the flag that changes it."""
+
+    http_status = 413
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class HeadersTooLargeError(LimitError):
+    """The request's headers (or gRPC metadata) exceed the size or count limit."""
+
+    http_status = 431
+
+
+class UnsupportedMediaTypeError(RequestError):
+    """The body's Content-Type or Content-Encoding is not one kxform serves."""
+
+    http_status = 415
+
+
+class NotFoundError(KxformError):
+    """No route, model or model version by that name."""
 
     http_status = 404
     grpc_code = "NOT_FOUND"
+
+
+class ModelNotFoundError(NotFoundError):
+    """The request names a model this server does not serve."""
+
+
+class MethodNotAllowedError(KxformError):
+    """The path exists but not for this HTTP method."""
+
+    http_status = 405
+    grpc_code = "UNIMPLEMENTED"
+
+    def __init__(self, message: str, allowed: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.allowed = allowed
+
+
+class OverloadedError(KxformError):
+    """The worker pool's queue is full; the client should retry after ``retry_after`` seconds."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class PredictorError(KxformError):

@@ -51,6 +51,11 @@ class LoadedPlugin:
     def predictor_model(self) -> str:
         return self.transformer.predictor_model or self.info.name
 
+    @property
+    def async_preprocess(self) -> bool:
+        """An ``async def preprocess`` runs on the event loop; a sync one inline or on the worker pool."""
+        return inspect.iscoroutinefunction(self.transformer.preprocess)
+
 
 def _info(entry: EntryPoint) -> PluginInfo:
     dist = entry.dist
@@ -160,15 +165,16 @@ def _instantiate(info: PluginInfo, target: object) -> Transformer:
 def _as_coroutine(hook: Callable[..., Any], offload: bool) -> Callable[..., Awaitable[Any]]:
     if inspect.iscoroutinefunction(hook):
         return hook
-    if offload:  # the plugin asked: its hooks do enough CPU work to be worth two thread hand-offs
+    if offload:  # the plugin asked: its hooks do enough CPU work to be worth a thread hand-off
 
         async def in_thread(*args: Any) -> Any:
             return await asyncio.to_thread(hook, *args)
 
         return in_thread
 
-    # Inline by default: for typical instances the hand-offs and GIL contention cost more than the hook
-    # (benchmarks: cifar10 1 image/request 473 -> 746 req/s, 1.94 -> 1.27 ms CPU per request).
+    # Inline by default: for typical results the hand-off and GIL contention cost more than the hook
+    # (benchmarks: cifar10 1 image/request 473 -> 746 req/s, 1.94 -> 1.27 ms CPU per request). A sync
+    # preprocess is called by TransformerModel directly, inline or on its worker pool by request size.
     async def inline(*args: Any) -> Any:
         return hook(*args)
 

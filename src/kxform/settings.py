@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from kxform.limits import Limits
 from kxform.predictor import PredictorSettings
 
 __all__ = ["ServeSettings", "add_serve_arguments", "serve_settings"]
@@ -51,8 +52,13 @@ class ServeSettings:
     grpc_port: int
     workers: int
     enable_grpc: bool
-    max_instances: int
     log_level: str
+    bind_address: str = "0.0.0.0"  # a pod's transformer must be reachable from the pod network
+    limits: Limits = field(default_factory=Limits)
+    worker_threads: int = 4
+    worker_queue: int = 64
+    inline_max_bytes: int = 64 * 1024
+    enable_model_repository_api: bool = False
 
     def model_names(self) -> list[str]:
         """The names clients call: ``--model_name`` for a single transformer, else the plugin names."""
@@ -121,12 +127,66 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--enable_grpc", type=parse_bool, nargs="?", const=True, default=_env("enable_grpc", True, parse_bool)
     )
     parser.add_argument(
-        "--max_instances",
-        type=int,
-        default=_env("max_instances", 1024, int),
-        help="most instances one request may carry (default: %(default)s)",
+        "--bind_address",
+        default=_env("bind_address", "0.0.0.0"),
+        help="address the HTTP and gRPC ports listen on (default: %(default)s, every interface; kxform dev: 127.0.0.1)",
     )
     parser.add_argument("--log_level", default=_env("log_level", "INFO"), choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    _add_limit_arguments(parser.add_argument_group("request limits (each a 4xx naming the flag when exceeded)"))
+    _add_worker_arguments(parser.add_argument_group("worker pool (decoding and preprocessing off the event loop)"))
+    parser.add_argument(
+        "--enable_model_repository_api",
+        type=parse_bool,
+        nargs="?",
+        const=True,
+        default=_env("enable_model_repository_api", False, parse_bool),
+        help="serve /v2/repository/... and the gRPC RepositoryModelLoad/Unload (off: anyone could unload a model)",
+    )
+
+
+_LIMIT_HELP = {
+    "max_request_bytes": "largest request body, also after gzip/deflate is undone (413)",
+    "max_instances": "most instances one request may carry (413)",
+    "max_image_pixels": "most pixels of one image, checked before it is decoded (413)",
+    "max_image_aspect_ratio": "longest side / shortest side of an image, checked before any resize (400)",
+    "max_tensor_elements": "most elements of one V2 tensor (413)",
+    "max_string_bytes": "longest text instance, in UTF-8 bytes (413)",
+    "max_json_depth": "deepest nesting of arrays and objects in a JSON body (400)",
+    "max_header_bytes": "largest request line + headers, or gRPC metadata (431)",
+    "max_headers": "most request headers (431)",
+}
+
+
+def _add_limit_arguments(group: argparse._ArgumentGroup) -> None:
+    defaults = Limits()
+    for name, help_text in _LIMIT_HELP.items():
+        default = getattr(defaults, name)
+        convert = type(default)
+        group.add_argument(
+            f"--{name}", type=convert, default=_env(name, default, convert), help=f"{help_text} (default: %(default)s)"
+        )
+
+
+def _add_worker_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--worker_threads",
+        type=int,
+        default=_env("worker_threads", 4, int),
+        help="threads that decode and preprocess large requests (default: %(default)s)",
+    )
+    group.add_argument(
+        "--worker_queue",
+        type=int,
+        default=_env("worker_queue", 64, int),
+        help="requests that may wait for a worker thread; more get 503 with Retry-After (default: %(default)s)",
+    )
+    group.add_argument(
+        "--inline_max_bytes",
+        type=int,
+        default=_env("inline_max_bytes", 64 * 1024, int),
+        help="bodies up to this size are decoded on the event loop, unless they hold a large image or text "
+        "(default: %(default)s)",
+    )
 
 
 def serve_settings(args: argparse.Namespace) -> ServeSettings:
@@ -147,6 +207,11 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
         grpc_port=args.grpc_port,
         workers=args.workers,
         enable_grpc=args.enable_grpc,
-        max_instances=args.max_instances,
         log_level=args.log_level,
+        bind_address=args.bind_address,
+        limits=Limits(**{name: getattr(args, name) for name in _LIMIT_HELP}),
+        worker_threads=args.worker_threads,
+        worker_queue=args.worker_queue,
+        inline_max_bytes=args.inline_max_bytes,
+        enable_model_repository_api=args.enable_model_repository_api,
     )

@@ -47,8 +47,11 @@ class Transformer:
     body bytes, or the elements of the V2 input) and returns one array (the predictor's single
     input) or ``{input name or ordinal: array}``; the leading axis is the batch. ``postprocess``
     receives ``{output name: array}`` already shaped ``[batch, *dims]`` and returns one result per
-    instance (a list) or a dict. Either hook may be ``async``; sync hooks run on the event loop
-    unless ``offload_hooks`` is set.
+    instance (a list) or a dict. Either hook may be ``async`` (it then runs on the event loop and
+    must not block it). A sync ``preprocess`` runs inline for small requests and on kxform's worker
+    pool for large ones (a large body, or a large image or text met by a kxform codec, in which case
+    it is called again on a worker thread): it must be thread-safe and free of side effects beyond
+    ``ctx.state``. Sync ``postprocess`` runs inline unless ``offload_hooks`` is set.
     """
 
     #: Triton model to call; None means the plugin's own (entry-point) name.
@@ -58,8 +61,8 @@ class Transformer:
     #: What V2 clients get back, as postprocess returns it (``GET /v2/models/{name}`` shows both).
     outputs: ClassVar[tuple[TensorSpec, ...]] = ()
 
-    #: Run sync hooks on a worker thread instead of the event loop: for hooks with heavy CPU work that
-    #: releases the GIL (large images); small ones are faster inline (see benchmarks/RESULTS.md).
+    #: Always run sync hooks on a worker thread, whatever the request's size: for hooks with heavy CPU
+    #: work of their own that kxform's codecs cannot see (small ones are faster inline).
     offload_hooks: ClassVar[bool] = False
 
     name: str = ""

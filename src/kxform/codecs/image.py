@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import logging
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -20,8 +22,10 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from kxform import limits
 from kxform.codecs.dtypes import Array
-from kxform.errors import DecodeError, PluginError
+from kxform.errors import DecodeError, LimitError, PluginError
+from kxform.offload import INLINE_MAX_PIXELS, require_worker
 
 __all__ = [
     "IMAGE_CONTENT_TYPES",
@@ -33,12 +37,15 @@ __all__ = [
     "convert_mode",
     "encode_b64_image",
     "image_bytes",
+    "looks_like_image",
     "normalize",
     "open_image",
     "resize",
     "resized_size",
     "to_tensor",
 ]
+
+logger = logging.getLogger(__name__)
 
 PNG_CONTENT_TYPE: Final = "image/png"
 JPEG_CONTENT_TYPE: Final = "image/jpeg"
@@ -66,6 +73,17 @@ _FILTERS: Final = {
     "box": Image.Resampling.BOX,
     "hamming": Image.Resampling.HAMMING,
 }
+# The first bytes of every format in _FORMATS (WEBP files start with RIFF).
+_IMAGE_MAGIC: Final = (
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff",
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",
+    b"RIFF",
+    b"II*\x00",
+    b"MM\x00*",
+)
 _SHAPES: Final = 'a base64 string, {"b64": ...}, {"image_bytes": {"b64": ...}} or {"image": {"b64": ...}}'
 _SEND_IMAGE: Final = "send the base64 of the PNG/JPEG bytes"
 
@@ -85,7 +103,7 @@ def image_bytes(instance: object, field: str) -> bytes:
 def _locate_image(instance: object, field: str) -> tuple[bytes, str]:
     """The image bytes of ``instance`` and the path they were found at, for later error messages."""
     if isinstance(instance, bytes | bytearray | memoryview):
-        return bytes(instance), field
+        return _raw_or_base64(bytes(instance), field), field
     if isinstance(instance, str):
         return _b64decode(instance, field), field
     if not isinstance(instance, Mapping):
@@ -97,6 +115,26 @@ def _locate_image(instance: object, field: str) -> tuple[bytes, str]:
         return _b64decode(instance["b64"], f"{field}.b64"), f"{field}.b64"
     keys = ", ".join(repr(str(key)) for key in instance)
     raise DecodeError(f"{field} has keys {keys or '(none)'} but no image; send {_SHAPES}")
+
+
+def looks_like_image(data: bytes) -> bool:
+    """Whether ``data`` starts as a file of one of the served formats does."""
+    return data.startswith(_IMAGE_MAGIC)
+
+
+def _raw_or_base64(data: bytes, field: str) -> bytes:
+    """Raw image bytes as they are; the base64 text of an image (a V2 JSON BYTES element) decoded.
+
+    JSON cannot carry raw bytes, so V2 JSON clients send images as base64 strings, as MLServer's
+    ``base64`` content type does; an element that is not an image but is base64 is taken as one.
+    """
+    if data.startswith(_IMAGE_MAGIC) or not data.isascii():
+        return data
+    try:
+        decoded = _b64decode(data, field)
+    except DecodeError:
+        return data  # neither an image nor base64: open_image says what it is not
+    return decoded if decoded.startswith(_IMAGE_MAGIC) else data
 
 
 def _b64_member(value: object, field: str) -> tuple[bytes, str]:
@@ -125,34 +163,35 @@ def _b64decode(value: object, field: str) -> bytes:
 def open_image(data: bytes, field: str) -> Image.Image:
     """The fully decoded, upright (EXIF-oriented) image of ``data``, or a DecodeError naming ``field``.
 
-    Truncated files are refused (``ImageFile.LOAD_TRUNCATED_IMAGES`` is left off), and so is any image
-    over ``PIL.Image.MAX_IMAGE_PIXELS``: Pillow only warns between that limit and twice it; here the
-    warning's limit is an error too, checked before any pixel is decoded.
+    Truncated files are refused (``ImageFile.LOAD_TRUNCATED_IMAGES`` is left off). The size in the
+    header is checked before any pixel is decoded: pixels (``--max_image_pixels``) and aspect ratio
+    (``--max_image_aspect_ratio``); a large image on the event loop moves to the worker pool.
     """
     try:
         image = Image.open(io.BytesIO(data), formats=_FORMATS)
-        _check_pixel_count(image, field)
+        limits.current().check_image(image.width, image.height, field)
+        require_worker(image.width * image.height, INLINE_MAX_PIXELS)
         image.load()
-        ImageOps.exif_transpose(image, in_place=True)
     except Image.DecompressionBombError as exc:
-        raise DecodeError(f"{field} is too large to decode ({exc}); send a smaller image") from exc
+        raise LimitError(f"{field} is too large to decode ({exc}); send a smaller image") from exc
     except UnidentifiedImageError as exc:
         raise DecodeError(
             f"{field} is not an image in a format served here ({', '.join(_FORMATS)}); {_SEND_IMAGE}"
         ) from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except MemoryError as exc:
+        raise LimitError(f"{field} needs more memory to decode than this server has; send a smaller image") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         raise DecodeError(f"{field} is a truncated or corrupt image ({exc}); send the complete image file") from exc
+    return _upright(image, field)
+
+
+def _upright(image: Image.Image, field: str) -> Image.Image:
+    """The image turned as its EXIF orientation says; an unreadable orientation tag is ignored, as viewers do."""
+    try:
+        ImageOps.exif_transpose(image, in_place=True)
+    except (struct.error, OSError, SyntaxError, ValueError, TypeError, KeyError, IndexError) as exc:
+        logger.debug("%s: EXIF orientation unreadable (%s); image kept as stored", field, exc)
     return image
-
-
-def _check_pixel_count(image: Image.Image, field: str) -> None:
-    limit = Image.MAX_IMAGE_PIXELS
-    width, height = image.size
-    if limit is not None and width * height > limit:
-        raise DecodeError(
-            f"{field} is {width}x{height} = {width * height} pixels, more than the {limit} allowed "
-            "(a guard against decompression bombs); send a smaller image"
-        )
 
 
 def convert_mode(image: Image.Image, mode: str, field: str = "image") -> Image.Image:

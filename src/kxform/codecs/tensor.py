@@ -173,7 +173,7 @@ def _serialize_strings(array: Array, field: str) -> bytes:
     return b"".join(parts)
 
 
-def from_raw_bytes(raw: bytes, datatype: str, shape: Sequence[int], field: str) -> Array:
+def from_raw_bytes(raw: bytes | memoryview, datatype: str, shape: Sequence[int], field: str) -> Array:
     """The array of binary-extension bytes; numeric arrays are read-only views of ``raw`` (no copy)."""
     count = element_count(shape, field)
     if datatype == "BYTES":
@@ -188,7 +188,7 @@ def from_raw_bytes(raw: bytes, datatype: str, shape: Sequence[int], field: str) 
     return np.frombuffer(raw, dtype=dtype).reshape(tuple(shape))
 
 
-def _deserialize_strings(raw: bytes, count: int, field: str) -> Array:
+def _deserialize_strings(raw: bytes | memoryview, count: int, field: str) -> Array:
     view = memoryview(raw)
     if count * _LENGTH_PREFIX.size > len(view):  # checked before allocating: the shape may be absurd
         raise RequestError(

@@ -64,18 +64,22 @@ class PredictorClient(Protocol):
 
 
 async def call(
-    operation: Callable[[], Awaitable[T]],
+    operation: Callable[[float], Awaitable[T]],
     settings: PredictorSettings,
     translate: Callable[[Exception], KxformError],
     what: str,
 ) -> T:
-    """Run ``operation`` under the timeout, translating errors and retrying the retryable ones."""
+    """Run ``operation(seconds_left)`` under one deadline for all attempts, translating errors and retrying.
+
+    The timeout bounds the whole call, retries and backoff included; each attempt is told how much of
+    it is left, so a transport with its own deadline (gRPC) gives up at the same moment.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.timeout
     for attempt in range(settings.retries + 1):
         try:
             async with asyncio.timeout_at(deadline):
-                return await operation()
+                return await operation(max(0.001, deadline - loop.time()))
         except TimeoutError as exc:
             raise PredictorTimeoutError(
                 f"{what}: the predictor at {settings.host} did not answer within {settings.timeout:g}s "
@@ -83,7 +87,9 @@ async def call(
             ) from exc
         except Exception as exc:
             error = translate(exc)
-            if not isinstance(error, PredictorUnavailableError) or attempt == settings.retries:
+            if not isinstance(error, PredictorUnavailableError):
+                raise error from exc
+            if attempt == settings.retries or loop.time() >= deadline:
                 raise error from exc
             delay = settings.backoff * (2**attempt) * (0.5 + random.random())
             logger.info("%s: %s; retry %d/%d in %.3fs", what, error.message, attempt + 1, settings.retries, delay)

@@ -17,8 +17,6 @@ from google.protobuf.json_format import MessageToDict
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
-from kxform.codecs.dtypes import v2_datatype
-from kxform.codecs.tensor import from_raw_bytes, to_raw_bytes
 from kxform.errors import (
     KxformError,
     PredictorError,
@@ -28,6 +26,7 @@ from kxform.errors import (
 )
 from kxform.model_config import model_config_pb2
 from kxform.predictor.base import Array, PredictorSettings, call
+from kxform.v2 import RequestedOutput, V2Tensor, decode_grpc_response, encode_grpc_request
 
 __all__ = ["GrpcPredictor"]
 
@@ -36,6 +35,12 @@ _MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+    # gRPC's default reconnect backoff grows to 120 s: after a predictor restart the channel would stay
+    # in TRANSIENT_FAILURE for seconds. Retry connecting every 100 ms..1 s instead (readiness within ~1 s).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.enable_retries", 0),  # kxform's own policy (predictor.base.call) decides what is retried
 ]
 _MODEL_CONFIG_METHOD = "/inference.GRPCInferenceService/ModelConfig"
 
@@ -94,58 +99,44 @@ class GrpcPredictor:
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):
             return PredictorUnavailableError(f"the {where} is unavailable: {message}")
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return PredictorTimeoutError(f"the {where} did not answer in time: {message}")
+            return PredictorTimeoutError(
+                f"the {where} did not answer within {self.settings.timeout:g}s "
+                f"(--predictor_request_timeout_seconds): {message}"
+            )
         return PredictorError(f"the {where} failed ({code.name}): {message}")
 
     async def _call(self, operation: Any, what: str) -> Any:
         return await call(operation, self.settings, self._translate, what)
 
-    def _request(
-        self,
-        model: str,
-        inputs: Mapping[str, Array],
-        outputs: Sequence[pb.ModelInferRequest.InferRequestedOutputTensor],
-    ) -> pb.ModelInferRequest:
-        request = pb.ModelInferRequest(model_name=model, outputs=outputs)
-        for name, array in inputs.items():
-            request.inputs.add(name=name, datatype=v2_datatype(array.dtype), shape=array.shape)
-            request.raw_input_contents.append(to_raw_bytes(array, f"input '{name}'"))
-        return request
-
-    async def _infer(self, request: pb.ModelInferRequest, request_id: str = "") -> pb.ModelInferResponse:
-        request.id = request_id
+    async def _infer(
+        self, model: str, inputs: Mapping[str, Array], outputs: Sequence[RequestedOutput], request_id: str = ""
+    ) -> dict[str, Array]:
+        tensors = [V2Tensor.from_array(name, array) for name, array in inputs.items()]
+        request = encode_grpc_request(model, tensors, outputs, request_id)
         metadata = (("x-request-id", request_id),) if request_id else None
 
-        async def operation() -> pb.ModelInferResponse:
-            return await self.stub.ModelInfer(request, metadata=metadata, timeout=self.settings.timeout)
+        async def operation(timeout: float) -> pb.ModelInferResponse:
+            return await self.stub.ModelInfer(request, metadata=metadata, timeout=timeout)
 
-        return await self._call(operation, f"infer {request.model_name}")
-
-    @staticmethod
-    def _outputs(response: pb.ModelInferResponse) -> dict[str, Array]:
-        if len(response.raw_output_contents) != len(response.outputs):
-            raise PredictorError(f"the predictor's response for '{response.model_name}' carries no raw output contents")
-        return {
-            tensor.name: from_raw_bytes(raw, tensor.datatype, list(tensor.shape), f"output '{tensor.name}'")
-            for tensor, raw in zip(response.outputs, response.raw_output_contents, strict=True)
-        }
+        response = await self._call(operation, f"infer {model}")
+        try:
+            return decode_grpc_response(response).arrays()
+        except RequestError as exc:
+            raise PredictorError(f"the predictor's response for '{model}' is not usable: {exc.message}") from exc
 
     async def infer(
         self, model: str, inputs: Mapping[str, Array], outputs: Sequence[str], request_id: str = ""
     ) -> dict[str, Array]:
-        requested = [pb.ModelInferRequest.InferRequestedOutputTensor(name=name) for name in outputs]
-        response = await self._infer(self._request(model, inputs, requested), request_id)
-        return self._outputs(response)
+        arrays = await self._infer(model, inputs, [RequestedOutput(name) for name in outputs], request_id)
+        return {name: arrays[name] for name in outputs}
 
     async def classify(self, model: str, inputs: Mapping[str, Array], output: str, count: int) -> list[str]:
-        requested = pb.ModelInferRequest.InferRequestedOutputTensor(name=output)
-        requested.parameters["classification"].int64_param = count
-        values = self._outputs(await self._infer(self._request(model, inputs, [requested])))[output]
+        values = (await self._infer(model, inputs, [RequestedOutput(output, {"classification": count})]))[output]
         return [v.decode() if isinstance(v, bytes) else str(v) for v in values.reshape(-1)]
 
     async def model_metadata(self, model: str) -> dict[str, Any]:
-        async def operation() -> Any:
-            return await self.stub.ModelMetadata(pb.ModelMetadataRequest(name=model), timeout=self.settings.timeout)
+        async def operation(timeout: float) -> Any:
+            return await self.stub.ModelMetadata(pb.ModelMetadataRequest(name=model), timeout=timeout)
 
         reply = await self._call(operation, f"metadata of {model}")
         return dict(MessageToDict(reply, preserving_proto_field_name=True))
@@ -159,20 +150,20 @@ class GrpcPredictor:
             response_deserializer=_decode_config_response,
         )
 
-        async def operation() -> Any:
-            return await config_call(model, timeout=self.settings.timeout)
+        async def operation(timeout: float) -> Any:
+            return await config_call(model, timeout=timeout)
 
         return dict(await self._call(operation, f"config of {model}"))
 
     async def server_ready(self) -> bool:
-        async def operation() -> Any:
-            return await self.stub.ServerReady(pb.ServerReadyRequest(), timeout=self.settings.timeout)
+        async def operation(timeout: float) -> Any:
+            return await self.stub.ServerReady(pb.ServerReadyRequest(), timeout=timeout)
 
         return bool((await self._call(operation, "server readiness")).ready)
 
     async def model_ready(self, model: str) -> bool:
-        async def operation() -> Any:
-            return await self.stub.ModelReady(pb.ModelReadyRequest(name=model), timeout=self.settings.timeout)
+        async def operation(timeout: float) -> Any:
+            return await self.stub.ModelReady(pb.ModelReadyRequest(name=model), timeout=timeout)
 
         return bool((await self._call(operation, f"readiness of {model}")).ready)
 

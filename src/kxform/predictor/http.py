@@ -1,4 +1,8 @@
-"""The predictor over Triton's HTTP/REST V2 protocol, with binary tensors both ways (tritonclient.http.aio)."""
+"""The predictor over Triton's HTTP/REST V2 protocol, binary tensors both ways (aiohttp + ``kxform.v2``).
+
+Requests and replies go through kxform's own V2 codec, the one the server side uses: inputs are
+written once into the body after the JSON header, outputs are read as views of the reply's bytes.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,25 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
-import tritonclient.http.aio as triton_http
-from tritonclient.utils import InferenceServerException
+import orjson
 
-from kxform.codecs.dtypes import v2_datatype
 from kxform.errors import KxformError, PredictorError, PredictorUnavailableError, RequestError
 from kxform.predictor.base import Array, PredictorSettings, call
+from kxform.v2 import HEADER_LENGTH, RequestedOutput, V2Tensor, decode_rest_response, encode_rest_request
 
-__all__ = ["HttpPredictor"]
+__all__ = ["HttpPredictor", "PredictorHttpError"]
 
 # The connection pool is shared by every request; Triton keeps connections alive.
 _CONNECTION_LIMIT = 256
+
+
+class PredictorHttpError(Exception):
+    """A non-2xx answer of the predictor, with Triton's ``{"error": ...}`` message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
 
 
 class HttpPredictor:
@@ -25,87 +37,117 @@ class HttpPredictor:
 
     def __init__(self, settings: PredictorSettings) -> None:
         self.settings = settings
-        self._session: triton_http.InferenceServerClient | None = None
+        scheme = "https" if settings.use_ssl else "http"
+        self._base = f"{scheme}://{settings.host}"
+        self._session: aiohttp.ClientSession | None = None
 
     @property
-    def _client(self) -> triton_http.InferenceServerClient:
+    def _client(self) -> aiohttp.ClientSession:
         # Created on first use, inside the event loop that serves requests (aiohttp binds to it).
         if self._session is None:
-            self._session = triton_http.InferenceServerClient(
-                self.settings.host,
-                conn_limit=_CONNECTION_LIMIT,
-                conn_timeout=self.settings.timeout,
-                ssl=self.settings.use_ssl,
-                ssl_context=ssl.create_default_context() if self.settings.use_ssl else None,
+            context = ssl.create_default_context() if self.settings.use_ssl else None
+            connector = aiohttp.TCPConnector(limit=_CONNECTION_LIMIT, ssl=context if context else False)
+            # Accept-Encoding: identity -- asked for gzip, Triton compresses every tensor and we inflate it.
+            self._session = aiohttp.ClientSession(
+                connector=connector, headers={"Accept-Encoding": "identity"}, auto_decompress=False
             )
         return self._session
 
     def _translate(self, exc: Exception) -> KxformError:
         where = f"predictor at {self.settings.host}"
-        if isinstance(exc, InferenceServerException):
-            status, message = exc.status() or "", exc.message()
-            if status == "400":
-                return RequestError(f"the {where} rejected the request: {message}")
-            if status in ("404", "503"):
-                return PredictorUnavailableError(f"the {where} is not serving the model: {message}")
-            return PredictorError(f"the {where} failed (HTTP {status}): {message}")
+        if isinstance(exc, PredictorHttpError):
+            if exc.status == 400:
+                return RequestError(f"the {where} rejected the request: {exc.message}")
+            if exc.status in (404, 503):
+                return PredictorUnavailableError(f"the {where} is not serving the model: {exc.message}")
+            return PredictorError(f"the {where} failed (HTTP {exc.status}): {exc.message}")
+        if isinstance(exc, RequestError):  # its reply did not decode as V2
+            return PredictorError(f"the {where} sent a reply that is not V2: {exc.message}")
         if isinstance(exc, aiohttp.ClientConnectionError | ConnectionError):
             return PredictorUnavailableError(f"the {where} is unreachable: {exc}")
         if isinstance(exc, aiohttp.ClientError):
             return PredictorError(f"the {where} sent an unusable response: {exc}")
         raise exc  # a bug of ours, not the predictor's: let it surface as-is
 
-    async def _call(self, operation: Any, what: str) -> Any:
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        timeout: float,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[bytes, Mapping[str, str]]:
+        async with self._client.request(
+            method, self._base + path, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as response:
+            payload = await response.read()
+            if response.status >= 300:
+                raise PredictorHttpError(response.status, _error_message(payload))
+            return payload, response.headers
+
+    async def _get_json(self, path: str, what: str) -> dict[str, Any]:
+        async def operation(timeout: float) -> dict[str, Any]:
+            payload, _ = await self._send("GET", path, timeout)
+            return dict(orjson.loads(payload))
+
         return await call(operation, self.settings, self._translate, what)
 
-    @staticmethod
-    def _inputs(inputs: Mapping[str, Array]) -> list[triton_http.InferInput]:
-        tensors = []
-        for name, array in inputs.items():
-            tensor = triton_http.InferInput(name, list(array.shape), v2_datatype(array.dtype))
-            tensor.set_data_from_numpy(array, binary_data=True)
-            tensors.append(tensor)
-        return tensors
+    async def _ready(self, path: str, what: str) -> bool:
+        async def operation(timeout: float) -> bool:
+            try:
+                await self._send("GET", path, timeout)
+            except PredictorHttpError:
+                return False
+            return True
+
+        return await call(operation, self.settings, self._translate, what)
+
+    async def _infer(
+        self, model: str, inputs: Mapping[str, Array], outputs: Sequence[RequestedOutput], request_id: str
+    ) -> dict[str, Array]:
+        tensors = [V2Tensor.from_array(name, array) for name, array in inputs.items()]
+        body, headers = encode_rest_request(tensors, outputs, request_id)
+        if request_id:
+            headers["x-request-id"] = request_id
+
+        async def operation(timeout: float) -> dict[str, Array]:
+            payload, reply_headers = await self._send("POST", f"/v2/models/{model}/infer", timeout, body, headers)
+            return decode_rest_response(payload, reply_headers.get(HEADER_LENGTH)).arrays()
+
+        return await call(operation, self.settings, self._translate, f"infer {model}")
 
     async def infer(
         self, model: str, inputs: Mapping[str, Array], outputs: Sequence[str], request_id: str = ""
     ) -> dict[str, Array]:
-        requested = [triton_http.InferRequestedOutput(name, binary_data=True) for name in outputs]
-        # aiohttp asks for gzip by default; Triton then compresses every tensor and tritonclient inflates it.
-        headers = {"Accept-Encoding": "identity"}
-        if request_id:
-            headers["x-request-id"] = request_id
-
-        async def operation() -> Any:
-            return await self._client.infer(
-                model, self._inputs(inputs), outputs=requested, request_id=request_id, headers=headers
-            )
-
-        result = await self._call(operation, f"infer {model}")
-        return {name: result.as_numpy(name) for name in outputs}
+        arrays = await self._infer(model, inputs, [RequestedOutput(name) for name in outputs], request_id)
+        return {name: arrays[name] for name in outputs}
 
     async def classify(self, model: str, inputs: Mapping[str, Array], output: str, count: int) -> list[str]:
-        requested = [triton_http.InferRequestedOutput(output, binary_data=True, class_count=count)]
-
-        async def operation() -> Any:
-            return await self._client.infer(model, self._inputs(inputs), outputs=requested)
-
-        result = await self._call(operation, f"classify {model}")
-        return [v.decode() if isinstance(v, bytes) else str(v) for v in result.as_numpy(output).reshape(-1)]
+        requested = [RequestedOutput(output, {"classification": count})]
+        values = (await self._infer(model, inputs, requested, ""))[output]
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in values.reshape(-1)]
 
     async def model_metadata(self, model: str) -> dict[str, Any]:
-        return dict(await self._call(lambda: self._client.get_model_metadata(model), f"metadata of {model}"))
+        return await self._get_json(f"/v2/models/{model}", f"metadata of {model}")
 
     async def model_config(self, model: str) -> dict[str, Any]:
-        return dict(await self._call(lambda: self._client.get_model_config(model), f"config of {model}"))
+        return await self._get_json(f"/v2/models/{model}/config", f"config of {model}")
 
     async def server_ready(self) -> bool:
-        return bool(await self._call(self._client.is_server_ready, "server readiness"))
+        return await self._ready("/v2/health/ready", "server readiness")
 
     async def model_ready(self, model: str) -> bool:
-        return bool(await self._call(lambda: self._client.is_model_ready(model), f"readiness of {model}"))
+        return await self._ready(f"/v2/models/{model}/ready", f"readiness of {model}")
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _error_message(payload: bytes) -> str:
+    try:
+        document = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return payload[:200].decode("utf-8", "replace")
+    return str(document.get("error", document)) if isinstance(document, dict) else str(document)

@@ -7,13 +7,13 @@ The ``text`` model takes its strings as they are (TorchScript models with string
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 import kxform
+from kxform.codecs.text import text_bytes
 
 __all__ = ["TextClassifier", "encode_text", "softmax"]
 
@@ -46,27 +46,8 @@ class TextClassifier(kxform.Transformer):
 
 
 def encode_text(instance: object, field: str) -> bytes:
-    """One instance as the UTF-8 bytes of a BYTES element; V1 sends str, V2 sends bytes."""
-    if isinstance(instance, Mapping) and "text" in instance:
-        instance, field = instance["text"], f"{field}.text"
-    if isinstance(instance, str):
-        try:
-            return instance.encode("utf-8")
-        except UnicodeEncodeError as exc:  # a lone surrogate: Python callers can pass one, JSON parsers refuse them
-            raise kxform.DecodeError(
-                f"{field} is not valid Unicode (lone surrogate at character {exc.start}); send valid text"
-            ) from exc
-    if isinstance(instance, bytes):
-        try:
-            instance.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise kxform.DecodeError(
-                f"{field} is not UTF-8 text (invalid byte at {exc.start}); send the text encoded as UTF-8"
-            ) from exc
-        return instance
-    raise kxform.DecodeError(
-        f'{field} is {type(instance).__name__}, not text; send a string or {{"text": "..."}} per instance'
-    )
+    """One instance as the UTF-8 bytes of a BYTES element (kxform's text codec: limits and errors)."""
+    return text_bytes(instance, field)
 
 
 def softmax(logits: npt.NDArray[Any]) -> npt.NDArray[np.float64]:

@@ -1,0 +1,50 @@
+"""The one error mapper: any failure of a request → a ``KxformError`` → an HTTP response or a gRPC status.
+
+``as_kxform_error`` is called by every handler (V1, V2 REST, gRPC) on whatever escaped; it logs
+once, with the request id: a 4xx at INFO, a 5xx at ERROR, and an untranslated exception (a bug)
+with its traceback, while the client gets ``InternalError``'s message and no internals.
+``http_error`` and ``grpc_error`` turn the result into what goes on the wire.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kxform.codecs.jsonbody import JSON_CONTENT_TYPE, dump_json
+from kxform.errors import InternalError, KxformError, MethodNotAllowedError, OverloadedError
+
+__all__ = ["as_kxform_error", "grpc_error", "http_error"]
+
+logger = logging.getLogger("kxform.requests")
+
+Headers = list[tuple[bytes, bytes]]
+
+
+def as_kxform_error(exc: BaseException, request_id: str, where: str) -> KxformError:
+    """``exc`` as the ``KxformError`` the client gets, logged once; ``where`` names the route or model."""
+    if isinstance(exc, KxformError):
+        level = logging.ERROR if exc.http_status >= 500 else logging.INFO
+        logger.log(level, "%s request %s -> %d: %s", where, request_id, exc.http_status, exc.message)
+        return exc
+    logger.error("%s request %s -> 500: unexpected %s", where, request_id, type(exc).__name__, exc_info=exc)
+    return InternalError(
+        f"internal error while serving the request (request id {request_id}); the server log has the details"
+    )
+
+
+def http_error(exc: KxformError) -> tuple[int, bytes, Headers]:
+    """Status, body (``{"error": message}``, as kserve and Triton answer) and headers for ``exc``."""
+    headers: Headers = [(b"content-type", JSON_CONTENT_TYPE.encode())]
+    if isinstance(exc, OverloadedError):
+        headers.append((b"retry-after", str(exc.retry_after).encode()))
+    if isinstance(exc, MethodNotAllowedError) and exc.allowed:
+        headers.append((b"allow", ", ".join(exc.allowed).encode()))
+    return exc.http_status, dump_json({"error": exc.message}), headers
+
+
+def grpc_error(exc: KxformError) -> tuple[Any, str]:
+    """The ``grpc.StatusCode`` and details for ``exc``."""
+    import grpc
+
+    return grpc.StatusCode[exc.grpc_code], exc.message

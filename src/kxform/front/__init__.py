@@ -1,0 +1,1 @@
+"""kxform's own serving fronts: HTTP (ASGI on uvicorn) and gRPC (grpc.aio)."""

@@ -1,0 +1,74 @@
+"""uvicorn's httptools protocol with bounded request headers: 431 naming the limit, before the app runs.
+
+httptools collects a header until it ends, however long: a 1 GB header would be held in memory
+first. Here the bytes of a request's head are counted as they arrive, and the request line plus
+headers may not exceed ``--max_header_bytes`` nor ``--max_headers`` in number.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from kxform import limits
+from kxform.codecs.jsonbody import dump_json
+from kxform.errors import HeadersTooLargeError
+
+__all__ = ["BoundedHttpToolsProtocol"]
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """Counts head bytes and headers per request; over a limit the connection gets 431 and is closed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True
+        self._head_bytes = 0  # bytes received while this request's head was incomplete
+        self._header_count = 0
+        self._refusal: HeadersTooLargeError | None = None
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._head_bytes, self._header_count = True, 0, 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        self._check(0)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def _check(self, more: int) -> None:
+        try:
+            limits.current().check_headers(self._header_count, self._head_bytes + more)
+        except HeadersTooLargeError as exc:
+            self._refusal = exc
+            raise
+
+    def data_received(self, data: bytes) -> None:
+        if self._refusal is not None:
+            return
+        super().data_received(data)
+        if self._in_head and self._refusal is None and not self.transport.is_closing():
+            self._head_bytes += len(data)  # the whole chunk was head: the parser still waits for its end
+            try:
+                self._check(0)
+            except HeadersTooLargeError:
+                self.send_400_response("")
+
+    def send_400_response(self, msg: str) -> None:
+        if self._refusal is None:
+            super().send_400_response(msg)
+            return
+        body = dump_json({"error": self._refusal.message})
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+            + b"content-length: "
+            + str(len(body)).encode()
+            + b"\r\nconnection: close\r\n\r\n"
+            + body
+        )
+        self.transport.close()
