@@ -7,21 +7,29 @@ import asyncio
 import aiohttp
 import grpc
 import pytest
-from tritonclient.utils import InferenceServerException
 
+from kxform.errormap import as_kxform_error, grpc_error, http_error
 from kxform.errors import (
     DecodeError,
+    HeadersTooLargeError,
+    InternalError,
     KxformError,
+    LimitError,
+    MethodNotAllowedError,
     ModelNotFoundError,
+    NotFoundError,
+    OverloadedError,
+    PluginBugError,
     PluginError,
     PredictorError,
     PredictorTimeoutError,
     PredictorUnavailableError,
     RequestError,
+    UnsupportedMediaTypeError,
 )
 from kxform.predictor.base import PredictorSettings, call
 from kxform.predictor.grpc import GrpcPredictor
-from kxform.predictor.http import HttpPredictor
+from kxform.predictor.http import HttpPredictor, PredictorHttpError
 
 SETTINGS = PredictorSettings("predictor:8000", retries=2, backoff=0.001, timeout=5)
 
@@ -36,6 +44,14 @@ SETTINGS = PredictorSettings("predictor:8000", retries=2, backoff=0.001, timeout
         (PredictorUnavailableError, 503, "UNAVAILABLE"),
         (PredictorTimeoutError, 504, "DEADLINE_EXCEEDED"),
         (PluginError, 500, "INTERNAL"),
+        (PluginBugError, 500, "INTERNAL"),
+        (InternalError, 500, "INTERNAL"),
+        (LimitError, 413, "RESOURCE_EXHAUSTED"),
+        (HeadersTooLargeError, 431, "RESOURCE_EXHAUSTED"),
+        (UnsupportedMediaTypeError, 415, "INVALID_ARGUMENT"),
+        (NotFoundError, 404, "NOT_FOUND"),
+        (MethodNotAllowedError, 405, "UNIMPLEMENTED"),
+        (OverloadedError, 503, "UNAVAILABLE"),
     ],
 )
 def test_each_error_carries_its_http_status_and_a_real_grpc_code(
@@ -48,10 +64,11 @@ def test_each_error_carries_its_http_status_and_a_real_grpc_code(
 @pytest.mark.parametrize(
     ("exc", "mapped"),
     [
-        pytest.param(InferenceServerException("bad shape", status="400"), RequestError, id="400"),
-        pytest.param(InferenceServerException("unknown model", status="404"), PredictorUnavailableError, id="404"),
-        pytest.param(InferenceServerException("overloaded", status="503"), PredictorUnavailableError, id="503"),
-        pytest.param(InferenceServerException("boom", status="500"), PredictorError, id="500"),
+        pytest.param(PredictorHttpError(400, "bad shape"), RequestError, id="400"),
+        pytest.param(PredictorHttpError(404, "unknown model"), PredictorUnavailableError, id="404"),
+        pytest.param(PredictorHttpError(503, "overloaded"), PredictorUnavailableError, id="503"),
+        pytest.param(PredictorHttpError(500, "boom"), PredictorError, id="500"),
+        pytest.param(RequestError("outputs[0].shape ..."), PredictorError, id="reply-not-v2"),
         pytest.param(aiohttp.ClientConnectionError("refused"), PredictorUnavailableError, id="connect"),
         pytest.param(aiohttp.ClientPayloadError("truncated"), PredictorError, id="bad-payload"),
     ],
@@ -87,7 +104,7 @@ def test_grpc_predictor_translates_status_codes(code: grpc.StatusCode, mapped: t
 def test_call_retries_unavailable_then_succeeds() -> None:
     attempts: list[int] = []
 
-    async def flaky() -> str:
+    async def flaky(timeout: float) -> str:
         attempts.append(1)
         if len(attempts) < 3:
             raise ConnectionError("refused")
@@ -108,7 +125,7 @@ def test_call_retries_unavailable_then_succeeds() -> None:
 def test_call_gives_up_after_bounded_attempts(translated: KxformError, expected_attempts: int) -> None:
     attempts: list[int] = []
 
-    async def failing() -> None:
+    async def failing(timeout: float) -> None:
         attempts.append(1)
         raise ConnectionError("x")
 
@@ -118,9 +135,51 @@ def test_call_gives_up_after_bounded_attempts(translated: KxformError, expected_
 
 
 def test_call_turns_a_slow_predictor_into_a_504() -> None:
-    async def slow() -> None:
+    async def slow(timeout: float) -> None:
         await asyncio.sleep(10)
 
     settings = PredictorSettings("predictor:8000", timeout=0.05)
     with pytest.raises(PredictorTimeoutError, match=r"within 0\.05s"):
         asyncio.run(call(slow, settings, lambda e: PredictorError(str(e)), "infer"))
+
+
+def test_call_tells_each_attempt_the_time_left_so_the_timeout_bounds_retries_too() -> None:
+    budgets: list[float] = []
+
+    async def refused(timeout: float) -> None:
+        budgets.append(timeout)
+        raise ConnectionError("refused")
+
+    settings = PredictorSettings("predictor:8000", timeout=1.0, retries=3, backoff=0.05)
+    with pytest.raises(PredictorUnavailableError):
+        asyncio.run(call(refused, settings, lambda e: PredictorUnavailableError(str(e)), "infer"))
+
+    assert len(budgets) == 4
+    assert budgets == sorted(budgets, reverse=True)  # each retry gets what is left of the one deadline
+    assert budgets[0] <= 1.0
+
+
+def test_errormap_hides_internals_of_an_unexpected_exception(caplog: pytest.LogCaptureFixture) -> None:
+    error = as_kxform_error(KeyError("secret internal key"), "req-7", "POST /v1/models/m:predict")
+    status, body, _ = http_error(error)
+
+    assert status == 500
+    assert b"secret" not in body
+    assert b"req-7" in body
+    assert "secret internal key" in caplog.text  # the traceback is in the log, once
+
+
+def test_errormap_sets_retry_after_and_allow() -> None:
+    _, _, overloaded = http_error(OverloadedError("busy", retry_after=2))
+    _, _, not_allowed = http_error(MethodNotAllowedError("no", ("GET",)))
+
+    assert (b"retry-after", b"2") in overloaded
+    assert (b"allow", b"GET") in not_allowed
+
+
+@pytest.mark.parametrize("error", [RequestError("bad"), PredictorTimeoutError("slow"), LimitError("big")])
+def test_errormap_grpc_status_is_the_errors_own_code(error: KxformError) -> None:
+    code, details = grpc_error(error)
+
+    assert code == grpc.StatusCode[error.grpc_code]
+    assert details == error.message

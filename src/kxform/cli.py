@@ -105,6 +105,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     except argparse.ArgumentTypeError as exc:
         print(f"kxform serve: error: {exc}", file=sys.stderr)
         return 2
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("kxform").setLevel(settings.log_level)
     serve(settings)
     return 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import io
+import struct
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,8 @@ import pytest
 from PIL import Image
 
 from kxform.codecs.image import IMAGE_CONTENT_TYPES, ImagePipeline, image_bytes, normalize, open_image, to_tensor
-from kxform.errors import DecodeError, PluginError
+from kxform.errors import DecodeError, LimitError, PluginError
+from kxform.limits import configured
 from tests.codecs.imagefiles import b64, encode
 
 pipeline = ImagePipeline(mean=(0.5,) * 3, std=(0.5,) * 3)
@@ -126,27 +129,58 @@ def test_image_pipeline_batch_undecodable_image_raises_400_naming_the_instance(
     assert info.value.http_status == 400
 
 
-def test_open_image_over_the_pixel_limit_refuses_what_pillow_only_warns_about(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_open_image_over_the_pixel_limit_is_a_413_naming_the_flag() -> None:
     data = encode(Image.new("RGB", (120, 120)))
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100)
-    with pytest.warns(Image.DecompressionBombWarning), pytest.raises(DecodeError) as info:
+    with configured(max_image_pixels=100 * 100), pytest.raises(LimitError) as info:
         open_image(data, "instances[0].b64")
     assert info.value.message == (
-        "instances[0].b64 is 120x120 = 14400 pixels, more than the 10000 allowed "
-        "(a guard against decompression bombs); send a smaller image"
+        "instances[0].b64 is 120x120 = 14400 pixels, more than the 10000 allowed (--max_image_pixels); "
+        "send a smaller image"
     )
+    assert info.value.http_status == 413
+
+
+@pytest.mark.parametrize("size", [(40000, 1), (1, 20000)], ids=["wide", "tall"])
+def test_open_image_with_an_extreme_aspect_ratio_is_a_400_before_decoding(size: tuple[int, int]) -> None:
+    data = encode(Image.new("L", size))
+    with pytest.raises(DecodeError, match=r"aspect ratio beyond 200:1 \(--max_image_aspect_ratio\)") as info:
+        open_image(data, "instances[0]")
     assert info.value.http_status == 400
 
 
-def test_open_image_decompression_bomb_error_raises_400(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_open_image_decompression_bomb_error_is_a_413(monkeypatch: pytest.MonkeyPatch) -> None:
     data = encode(Image.new("RGB", (150, 150)))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100)
-    with pytest.raises(DecodeError, match=r"too large to decode \(Image size \(22500 pixels\) exceeds") as info:
+    with pytest.raises(LimitError, match=r"too large to decode \(Image size \(22500 pixels\) exceeds") as info:
         open_image(data, "instances[0].b64")
     assert info.value.message.startswith("instances[0].b64 ")
-    assert info.value.message.endswith("; send a smaller image")
+    assert info.value.http_status == 413
+
+
+def jpeg_with_exif(entries: list[tuple[int, int, int, bytes]]) -> bytes:
+    """A 4x2 red JPEG whose EXIF IFD holds ``(tag, type, count, value)`` entries exactly as given."""
+    ifd = b"".join(struct.pack("<HHI", tag, kind, count) + value.ljust(4, b"\0") for tag, kind, count, value in entries)
+    tiff = b"II*\x00" + struct.pack("<IH", 8, len(entries)) + ifd + struct.pack("<I", 0)
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 2), (255, 0, 0)).save(buffer, format="JPEG", exif=b"Exif\x00\x00" + tiff)
+    return buffer.getvalue()
+
+
+ORIENTATION_6 = (0x0112, 3, 1, b"\x06\x00")  # rotate 90: Pillow rewrites the EXIF after turning the image
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        pytest.param((0x0128, 2, 4, b"abc\0"), id="struct-error"),  # ResolutionUnit (SHORT) stored as text
+        pytest.param((0x011A, 2, 4, b"abc\0"), id="type-error"),  # XResolution (RATIONAL) stored as text
+    ],
+)
+def test_open_image_keeps_an_image_whose_exif_cannot_be_rewritten(other: tuple[int, int, int, bytes]) -> None:
+    image = open_image(jpeg_with_exif([ORIENTATION_6, other]), "instances[0]")
+
+    assert image.mode == "RGB"
+    assert image.size in ((4, 2), (2, 4))
 
 
 def test_open_image_within_the_pixel_limit_decodes(monkeypatch: pytest.MonkeyPatch) -> None:

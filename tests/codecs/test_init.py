@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import kxform.codecs
-from kxform.codecs import dtypes, image, tensor
+from kxform.codecs import dtypes, image, tensor, text
 
 
 def isort_order(name: str) -> tuple[int, str]:
@@ -15,9 +15,9 @@ def isort_order(name: str) -> tuple[int, str]:
 
 
 def test_all_is_sorted_and_reexports_every_codec_module_name() -> None:
-    for module in (kxform.codecs, dtypes, image, tensor):
+    for module in (kxform.codecs, dtypes, image, tensor, text):
         assert module.__all__ == sorted(module.__all__, key=isort_order)
-    assert set(kxform.codecs.__all__) == {*dtypes.__all__, *image.__all__, *tensor.__all__}
+    assert set(kxform.codecs.__all__) == {*dtypes.__all__, *image.__all__, *tensor.__all__, *text.__all__}
     for name in kxform.codecs.__all__:
         assert getattr(kxform.codecs, name) is not None
 

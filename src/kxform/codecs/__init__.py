@@ -20,6 +20,7 @@ from kxform.codecs.image import (
     convert_mode,
     encode_b64_image,
     image_bytes,
+    looks_like_image,
     normalize,
     open_image,
     resize,
@@ -38,6 +39,7 @@ from kxform.codecs.tensor import (
     from_raw_bytes,
     to_raw_bytes,
 )
+from kxform.codecs.text import text_bytes
 
 __all__ = [
     "BINARY_CONTENT_TYPE",
@@ -60,12 +62,14 @@ __all__ = [
     "encode_strings",
     "from_raw_bytes",
     "image_bytes",
+    "looks_like_image",
     "lossless_cast",
     "normalize",
     "numpy_dtype",
     "open_image",
     "resize",
     "resized_size",
+    "text_bytes",
     "to_raw_bytes",
     "to_tensor",
     "v2_datatype",

@@ -173,7 +173,7 @@ def open_image(data: bytes, field: str) -> Image.Image:
         require_worker(image.width * image.height, INLINE_MAX_PIXELS)
         image.load()
     except Image.DecompressionBombError as exc:
-        raise LimitError(f"{field} is too large to decode ({exc}); send a smaller image") from exc
+        raise LimitError(f"{field} is too large to decode ({exc}); send a smaller image (--max_image_pixels)") from exc
     except UnidentifiedImageError as exc:
         raise DecodeError(
             f"{field} is not an image in a format served here ({', '.join(_FORMATS)}); {_SEND_IMAGE}"
