@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from kxform.codecs.jsonbody import JSON_CONTENT_TYPE, dump_json
-from kxform.errors import InternalError, KxformError, MethodNotAllowedError, OverloadedError
+from kxform.errors import InternalError, KxformError, MethodNotAllowedError, OverloadedError, PluginBugError
 
 __all__ = ["as_kxform_error", "grpc_error", "http_error"]
 
@@ -25,7 +25,8 @@ def as_kxform_error(exc: BaseException, request_id: str, where: str) -> KxformEr
     """``exc`` as the ``KxformError`` the client gets, logged once; ``where`` names the route or model."""
     if isinstance(exc, KxformError):
         level = logging.ERROR if exc.http_status >= 500 else logging.INFO
-        logger.log(level, "%s request %s -> %d: %s", where, request_id, exc.http_status, exc.message)
+        trace = exc.__cause__ if isinstance(exc, PluginBugError) else None  # the plugin's traceback, for its author
+        logger.log(level, "%s request %s -> %d: %s", where, request_id, exc.http_status, exc.message, exc_info=trace)
         return exc
     logger.error("%s request %s -> 500: unexpected %s", where, request_id, type(exc).__name__, exc_info=exc)
     return InternalError(

@@ -62,3 +62,10 @@ class AsyncNestedListTensor(kxform.Transformer):
 
 def not_a_transformer() -> None:
     """An entry point that names a function, not a Transformer subclass."""
+
+
+class BuggyPostprocess(Cifar10Images):
+    """A plugin bug as users write them: postprocess reads an output the model does not have."""
+
+    def postprocess(self, outputs: dict[str, Any], ctx: kxform.Context) -> Any:
+        return outputs["output0"].tolist()
