@@ -183,3 +183,20 @@ def test_errormap_grpc_status_is_the_errors_own_code(error: KxformError) -> None
 
     assert code == grpc.StatusCode[error.grpc_code]
     assert details == error.message
+
+
+SERVER_SIDE_ONLY = {"KxformError", "PluginError", "TritonServerError", "ModelLoadError"}  # never reach a client
+
+
+def test_docs_errors_lists_every_error_a_client_can_get_with_its_status_and_code() -> None:
+    import re
+    from pathlib import Path
+
+    import kxform.errors
+
+    rows = [line for line in (Path(__file__).parents[1] / "docs" / "errors.md").read_text().splitlines() if "`" in line]
+    for name in sorted(set(kxform.errors.__all__) - SERVER_SIDE_ONLY):
+        error = getattr(kxform.errors, name)
+        row = next((r for r in rows if re.search(rf"`{name}`", r) and r.startswith("| ")), None)
+        assert row is not None, f"docs/errors.md has no row for {name}"
+        assert row.startswith(f"| {error.http_status} | `{error.grpc_code}` |"), row

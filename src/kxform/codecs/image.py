@@ -173,7 +173,10 @@ def open_image(data: bytes, field: str) -> Image.Image:
         require_worker(image.width * image.height, INLINE_MAX_PIXELS)
         image.load()
     except Image.DecompressionBombError as exc:
-        raise LimitError(f"{field} is too large to decode ({exc}); send a smaller image (--max_image_pixels)") from exc
+        raise LimitError(
+            f"{field} has more than the {limits.current().max_image_pixels} pixels allowed (--max_image_pixels; "
+            f"Pillow says: {exc}); send a smaller image"
+        ) from exc
     except UnidentifiedImageError as exc:
         raise DecodeError(
             f"{field} is not an image in a format served here ({', '.join(_FORMATS)}); {_SEND_IMAGE}"
