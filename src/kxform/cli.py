@@ -87,8 +87,9 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = commands.add_parser(
         "serve",
         help="serve transformer plugins in front of a predictor (the InferenceService transformer container)",
-        description="Serve the named plugins with kserve's ModelServer: V1 and V2 REST on --http_port, "
-        "V2 gRPC on --grpc_port, forwarding to the Triton predictor at --predictor_host.",
+        description="Serve the named plugins: V1 and V2 REST on --http_port, V2 gRPC on --grpc_port, forwarding "
+        "to the Triton predictor at --predictor_host. Flag names follow kserve's ModelServer. Requests over a "
+        "limit get a 4xx naming the flag below; the error list is docs/errors.md.",
     )
     add_serve_arguments(parser)
     parser.set_defaults(run=_run_serve)

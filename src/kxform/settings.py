@@ -43,6 +43,20 @@ def parse_workers(text: str) -> int:
     return 1
 
 
+def _positive(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        return value
+
+    parse.__name__ = convert.__name__  # argparse names the type in its messages
+    return parse
+
+
 @dataclass(frozen=True, slots=True)
 class ServeSettings:
     transformers: tuple[str, ...]
@@ -161,7 +175,7 @@ def _add_limit_arguments(group: argparse._ArgumentGroup) -> None:
     defaults = Limits()
     for name, help_text in _LIMIT_HELP.items():
         default = getattr(defaults, name)
-        convert = type(default)
+        convert = _positive(type(default))
         group.add_argument(
             f"--{name}", type=convert, default=_env(name, default, convert), help=f"{help_text} (default: %(default)s)"
         )
@@ -170,13 +184,13 @@ def _add_limit_arguments(group: argparse._ArgumentGroup) -> None:
 def _add_worker_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--worker_threads",
-        type=int,
+        type=_positive(int),
         default=_env("worker_threads", 4, int),
         help="threads that decode and preprocess large requests (default: %(default)s)",
     )
     group.add_argument(
         "--worker_queue",
-        type=int,
+        type=_positive(int),
         default=_env("worker_queue", 64, int),
         help="requests that may wait for a worker thread; more get 503 with Retry-After (default: %(default)s)",
     )
