@@ -200,3 +200,21 @@ def test_docs_errors_lists_every_error_a_client_can_get_with_its_status_and_code
         row = next((r for r in rows if re.search(rf"`{name}`", r) and r.startswith("| ")), None)
         assert row is not None, f"docs/errors.md has no row for {name}"
         assert row.startswith(f"| {error.http_status} | `{error.grpc_code}` |"), row
+
+
+def test_errormap_drops_tracebacks_so_a_failed_requests_frames_and_body_are_freed() -> None:
+    def inflate() -> None:
+        chunks = [b"\0" * 1024] * 4  # what a half-inflated body holds when its limit error is raised
+        raise LimitError(f"{len(chunks)} chunks is too many")
+
+    try:
+        try:
+            inflate()
+        except LimitError as exc:
+            raise PluginBugError("wrapped") from exc
+    except PluginBugError as exc:
+        error = as_kxform_error(exc, "req-1", "POST /x")
+
+    assert error.__traceback__ is None
+    assert error.__cause__ is not None
+    assert error.__cause__.__traceback__ is None

@@ -40,7 +40,9 @@ def _inflate(body: bytes, coding: str) -> bytes:
             if not chunk and not data:
                 break
             size += len(chunk)
-            limits.current().check_request_bytes(size, f"the {coding}-decoded request body (at least)")
+            if size > limits.current().max_request_bytes:
+                parts.clear()  # before raising: the traceback keeps this frame, and with it the chunks
+                limits.current().check_request_bytes(size, f"the {coding}-decoded request body (at least)")
             parts.append(chunk)
     except zlib.error as exc:
         raise RequestError(

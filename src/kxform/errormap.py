@@ -27,11 +27,27 @@ def as_kxform_error(exc: BaseException, request_id: str, where: str) -> KxformEr
         level = logging.ERROR if exc.http_status >= 500 else logging.INFO
         trace = exc.__cause__ if isinstance(exc, PluginBugError) else None  # the plugin's traceback, for its author
         logger.log(level, "%s request %s -> %d: %s", where, request_id, exc.http_status, exc.message, exc_info=trace)
+        _forget_frames(exc)
         return exc
     logger.error("%s request %s -> 500: unexpected %s", where, request_id, type(exc).__name__, exc_info=exc)
+    _forget_frames(exc)
     return InternalError(
         f"internal error while serving the request (request id {request_id}); the server log has the details"
     )
+
+
+def _forget_frames(exc: BaseException | None) -> None:
+    """Drop the tracebacks of ``exc`` and its causes once logged.
+
+    A traceback holds every frame it passed through, with their locals: the request's body, the
+    half-inflated chunks of a gzip bomb. The handler that keeps the error would form a reference
+    cycle with them that only a (rare, see ``server._calm_garbage_collector``) full collection frees.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
 
 
 def http_error(exc: KxformError) -> tuple[int, bytes, Headers]:

@@ -57,14 +57,17 @@ class Request:
         declared = self.headers.get("content-length", "")
         if declared.isdigit():
             limit.check_request_bytes(int(declared))
-        chunks, size = [], 0
+        chunks: list[bytes] = []
+        size = 0
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
                 raise ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
-            limit.check_request_bytes(size)
+            if size > limit.max_request_bytes:
+                chunks.clear()  # before raising: the traceback keeps this frame, and with it the chunks
+                limit.check_request_bytes(size)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
@@ -155,7 +158,7 @@ class HttpFront:
         except Exception as exc:
             error = as_kxform_error(exc, request_id, f"{scope['method']} {scope['path'][:200]}")
             response = Response(*http_error(error))
-        if model and protocol and scope["method"] == "POST":
+        if model in self.registry.names() and scope["method"] == "POST":  # served names only: bounded labels
             REQUESTS.labels(model, protocol, str(response.status)).inc()
         await _send(send, response, request_id)
 
