@@ -8,7 +8,8 @@ limit error names the limit, the value seen and the flag, so the message says ho
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -28,7 +29,7 @@ class Limits:
     max_image_pixels: int = 89_478_485  # Pillow's MAX_IMAGE_PIXELS
     max_image_aspect_ratio: float = 200.0  # longer side / shorter side, before any resize
     max_tensor_elements: int = 16 * MiB
-    max_string_bytes: int = 1 * MiB  # one text instance (kxform.codecs.text)
+    max_string_bytes: int = 64 * 1024  # one text instance (kxform.codecs.text); text models are slow per byte
     max_json_depth: int = 64
     max_header_bytes: int = 64 * 1024  # request line + all headers (or gRPC metadata)
     max_headers: int = 100
@@ -52,6 +53,20 @@ class Limits:
             raise LimitError(
                 f"{field} has {count} elements, more than the {self.max_tensor_elements} allowed per tensor; "
                 "send a smaller tensor, or raise --max_tensor_elements"
+            )
+
+    def check_shape(self, shape: Sequence[int], field: str) -> None:
+        """The elements of a tensor of ``shape``, and each of its dimensions.
+
+        A dimension past the element limit is refused even when another is 0 (``[0, 2**63]`` holds
+        no elements, but numpy cannot make an array of that shape).
+        """
+        self.check_elements(math.prod(shape), field)
+        largest = max(shape, default=0)
+        if largest > self.max_tensor_elements:
+            raise LimitError(
+                f"{field}.shape has a dimension of {largest}, more than the {self.max_tensor_elements} elements "
+                "allowed per tensor; send the tensor's actual shape, or raise --max_tensor_elements"
             )
 
     def check_string(self, size: int, field: str) -> None:

@@ -35,7 +35,7 @@ __all__ = [
 T = TypeVar("T")
 
 INLINE_MAX_PIXELS: Final = 1_000_000  # decoding + resizing a megapixel image takes a few ms
-INLINE_MAX_TEXT_BYTES: Final = 64 * 1024
+INLINE_MAX_TEXT_BYTES: Final = 16 * 1024
 
 _inline: contextvars.ContextVar[bool] = contextvars.ContextVar("kxform_inline", default=False)
 
