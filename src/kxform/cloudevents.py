@@ -69,8 +69,10 @@ def _structured_data(event: Mapping[str, Any]) -> Any:
         value = event["data_base64"]
         try:
             return base64.b64decode(value, validate=True) if isinstance(value, str) else _bad_base64()
-        except binascii.Error as exc:
-            raise RequestError(f"the CloudEvent's data_base64 is not valid base64 ({exc})") from exc
+        except (binascii.Error, ValueError) as exc:  # ValueError: a non-ASCII character
+            raise RequestError(
+                f"the CloudEvent's data_base64 is not valid base64 ({exc}); send the data's bytes base64-encoded"
+            ) from exc
     if "data" not in event:
         raise RequestError('the structured CloudEvent has no "data" (or "data_base64"); put the request in "data"')
     return event["data"]

@@ -107,8 +107,13 @@ class V2Request:
             return True
         for output in self.outputs:
             if output.name == name and "binary_data" in output.parameters:
-                return bool(output.parameters["binary_data"])
-        return bool(self.parameters.get("binary_data_output", False))
+                return _flag(output.parameters["binary_data"])
+        return _flag(self.parameters.get("binary_data_output", False))
+
+
+def _flag(value: Parameter) -> bool:
+    """A boolean parameter; clients that send the string "false" mean false."""
+    return value.strip().lower() in ("true", "1", "yes") if isinstance(value, str) else bool(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +156,7 @@ def _shape(value: object, field: str) -> tuple[int, ...]:
     if len(value) > _MAX_RANK:
         raise RequestError(f"{field}.shape has {len(value)} dimensions; at most {_MAX_RANK} are supported")
     shape = tuple(int(dim) for dim in value)
-    limits.current().check_elements(math.prod(shape), field)
+    limits.current().check_shape(shape, field)
     return shape
 
 
@@ -238,6 +243,8 @@ def _rest_tensor(entry: object, field: str, body: bytes, offset: int) -> tuple[V
     parameters = _parameters(entry.get("parameters"), f"{field}.parameters")
     if "binary_data_size" in parameters:
         data, offset = _binary_data(parameters["binary_data_size"], entry, field, body, offset, datatype, shape)
+        # A detail of this body's layout, not of the tensor: re-encoding writes its own.
+        parameters = MappingProxyType({k: v for k, v in parameters.items() if k != "binary_data_size"})
     elif "data" in entry:
         data = decode_nested_list(entry["data"], datatype, shape, field)
     else:
@@ -438,24 +445,32 @@ def _grpc_parameters(parameters: Any, field: str) -> Mapping[str, Parameter]:
     return MappingProxyType(values)
 
 
-def _set_grpc_parameters(target: Any, parameters: Mapping[str, Parameter]) -> None:
+_INT64: Final = range(-(2**63), 2**63)
+
+
+def _set_grpc_parameters(target: Any, parameters: Mapping[str, Parameter], field: str) -> None:
+    # kserve's InferParameter has bool_param, int64_param and string_param only: no double, no uint64.
     for key, value in parameters.items():
         if isinstance(value, bool):
             target[key].bool_param = value
-        elif isinstance(value, int):
+        elif isinstance(value, int) and value in _INT64:
             target[key].int64_param = value
-        elif isinstance(value, float):
-            target[key].double_param = value
-        else:
+        elif isinstance(value, str):
             target[key].string_param = value
+        else:
+            raise RequestError(
+                f"{field}.{key} is {_describe(value)}, which a gRPC InferParameter cannot carry (it holds booleans, "
+                "64-bit signed integers and strings); send it as a string or an integer within int64"
+            )
 
 
 def _typed_contents(contents: Any, datatype: str, shape: tuple[int, ...], field: str) -> Array:
     wanted = _CONTENTS.get(datatype)
     filled = [name for name in _CONTENT_FIELDS if len(getattr(contents, name))]
     if wanted is None or filled not in ([], [wanted]):
-        expected = f"contents.{wanted}" if wanted else "raw_input_contents"
-        raise RequestError(f"{field} carries {', '.join(filled)} but {datatype} data goes in {expected}")
+        expected = f"contents.{wanted}" if wanted else "raw_input_contents (it has no typed contents field)"
+        carried = ", ".join(filled) or "no data"
+        raise RequestError(f"{field} carries {carried} but {datatype} data goes in {expected}; send it there")
     values = list(getattr(contents, wanted))
     count = math.prod(shape)
     if len(values) != count:
@@ -530,7 +545,7 @@ def decode_grpc_request(raw: bytes) -> V2Request:
 def _add_raw_tensors(entries: Any, raw: Any, tensors: Sequence[V2Tensor]) -> None:
     for tensor in tensors:
         entry = entries.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-        _set_grpc_parameters(entry.parameters, tensor.parameters)
+        _set_grpc_parameters(entry.parameters, tensor.parameters, f"'{tensor.name}'.parameters")
         raw.append(to_raw_bytes(tensor.data, f"'{tensor.name}'"))
 
 
@@ -539,7 +554,7 @@ def encode_grpc_response(response: V2Response, request: V2Request) -> pb.ModelIn
     message = grpc_protos().ModelInferResponse(
         model_name=response.model_name, model_version=response.model_version, id=response.id
     )
-    _set_grpc_parameters(message.parameters, response.parameters)
+    _set_grpc_parameters(message.parameters, response.parameters, "the response's parameters")
     _add_raw_tensors(message.outputs, message.raw_output_contents, selected_outputs(response, request))
     return message
 
@@ -552,7 +567,8 @@ def encode_grpc_request(
     message = protos.ModelInferRequest(model_name=model, id=request_id)
     _add_raw_tensors(message.inputs, message.raw_input_contents, inputs)
     for output in outputs:
-        _set_grpc_parameters(message.outputs.add(name=output.name).parameters, output.parameters)
+        target = message.outputs.add(name=output.name).parameters
+        _set_grpc_parameters(target, output.parameters, f"outputs '{output.name}'.parameters")
     return message
 
 

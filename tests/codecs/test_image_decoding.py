@@ -151,7 +151,8 @@ def test_open_image_with_an_extreme_aspect_ratio_is_a_400_before_decoding(size: 
 def test_open_image_decompression_bomb_error_is_a_413(monkeypatch: pytest.MonkeyPatch) -> None:
     data = encode(Image.new("RGB", (150, 150)))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100)
-    with pytest.raises(LimitError, match=r"more than the \d+ pixels allowed \(--max_image_pixels; Pillow says: Image size \(22500 pixels\) exceeds") as info:
+    expected = r"more than the \d+ pixels allowed \(--max_image_pixels; Pillow says: Image size \(22500 pixels\)"
+    with pytest.raises(LimitError, match=expected) as info:
         open_image(data, "instances[0].b64")
     assert info.value.message.startswith("instances[0].b64 ")
     assert info.value.http_status == 413

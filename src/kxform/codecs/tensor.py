@@ -13,6 +13,7 @@ from typing import Any, Final, TypedDict
 
 import numpy as np
 
+from kxform import limits
 from kxform.codecs.dtypes import Array, lossless_cast, numpy_dtype, v2_datatype
 from kxform.errors import RequestError
 
@@ -50,7 +51,10 @@ def element_count(shape: Sequence[int], field: str) -> int:
     """How many elements ``shape`` holds, or a RequestError if it is not a list of non-negative ints."""
     if not isinstance(shape, Sequence) or not all(_is_dimension(dim) for dim in shape):
         raise RequestError(f"{field}.shape must be a list of non-negative integers, got {shape!r}")
-    return math.prod(shape)
+    count = math.prod(shape)
+    if count == 0:  # no elements, yet numpy cannot make [0, 2**63]: every dimension within the limit
+        limits.current().check_shape(shape, field)
+    return count
 
 
 def _is_dimension(dim: object) -> bool:
