@@ -21,7 +21,7 @@ from kxform.testing import ServerProcess, free_port, kxform_command, start_trito
 
 pytestmark = pytest.mark.integration
 
-SEED_REQUEST = Path(__file__).resolve().parents[3] / "shared" / "kserve" / "input.json"
+SEED_REQUEST = Path(__file__).resolve().parent / "data" / "seed-input.json"  # the seeds' V2 request body
 
 
 def seed_tensor() -> np.ndarray:
