@@ -33,7 +33,7 @@ from kxform.v2 import V2Request, V2Response, V2Tensor
 if TYPE_CHECKING:
     from kxform.predictor.metadata import TensorSpec
 
-__all__ = ["Envelope", "decode_v1", "decode_v2", "encode_v1", "encode_v2", "instances_of", "is_image"]
+__all__ = ["Envelope", "decode_v1", "decode_v2", "encode_v1", "encode_v2", "instances_of"]
 
 _FIX_V1 = '{"instances": [...]} as JSON, or the image bytes as the body (Content-Type image/png or image/jpeg)'
 
@@ -48,7 +48,7 @@ class Envelope:
     event: CloudEvent | None = None  # the CloudEvent a V1 request came in: the reply is one too
 
 
-def is_image(body: bytes, content_type: str) -> bool:
+def _is_image(body: bytes, content_type: str) -> bool:
     return content_type.startswith("image/") or looks_like_image(body)
 
 
@@ -66,7 +66,7 @@ def instances_of(payload: Any) -> list[Any]:
 
 
 def _from_bytes(body: bytes, content_type: str) -> list[Any]:
-    if is_image(body, content_type):
+    if _is_image(body, content_type):
         return [body]
     return instances_of(load_json(body, "the request body", f"send {_FIX_V1}"))
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kxform.errors import DecodeError, HeadersTooLargeError, LimitError
 
-__all__ = ["LIMIT_FLAGS", "Limits", "configure", "configured", "current"]
+__all__ = ["Limits", "configure", "configured", "current"]
 
 MiB = 1024 * 1024
 
@@ -102,9 +102,6 @@ class Limits:
                 "send smaller headers, or raise --max_header_bytes"
             )
 
-
-LIMIT_FLAGS: tuple[str, ...] = tuple(f.name for f in fields(Limits))
-"""The flag names (``--max_request_bytes`` ...), one per field of ``Limits``."""
 
 _current = Limits()
 

@@ -74,10 +74,6 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._admitted = 0  # running + waiting; released when the thread finishes, even if the caller left
 
-    @property
-    def admitted(self) -> int:
-        return self._admitted
-
     def _admit(self) -> None:
         with self._lock:
             if self._admitted >= self.threads + self.queue:

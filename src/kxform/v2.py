@@ -482,11 +482,11 @@ def _typed_contents(contents: Any, datatype: str, shape: tuple[int, ...], field:
         array = np.empty(count, dtype=np.object_)
         array[:] = values
         return array.reshape(shape)
-    source = np.asarray(values, dtype=numpy_dtype(wanted_source(datatype)))
+    source = np.asarray(values, dtype=numpy_dtype(_source_datatype(datatype)))
     return lossless_cast(source, datatype, field).reshape(shape)
 
 
-def wanted_source(datatype: str) -> str:
+def _source_datatype(datatype: str) -> str:
     """The datatype the typed contents field of ``datatype`` holds (int_contents: INT32 values)."""
     return {"INT8": "INT32", "INT16": "INT32", "UINT8": "UINT32", "UINT16": "UINT32"}.get(datatype, datatype)
 

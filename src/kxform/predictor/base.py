@@ -18,8 +18,9 @@ import numpy as np
 import numpy.typing as npt
 
 from kxform.errors import KxformError, PredictorTimeoutError, PredictorUnavailableError
+from kxform.v2 import RequestedOutput
 
-__all__ = ["PredictorClient", "PredictorSettings", "call"]
+__all__ = ["PredictorClient", "PredictorSettings", "RequestedOutputs", "call"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -95,6 +96,26 @@ async def call(
             logger.info("%s: %s; retry %d/%d in %.3fs", what, error.message, attempt + 1, settings.retries, delay)
             await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
     raise AssertionError("unreachable: the last attempt raises or returns")
+
+
+class RequestedOutputs:
+    """``infer`` and ``classify`` for a client whose ``_infer`` returns the outputs Triton sent, by name."""
+
+    async def _infer(
+        self, model: str, inputs: Mapping[str, Array], outputs: Sequence[RequestedOutput], request_id: str
+    ) -> dict[str, Array]:
+        raise NotImplementedError
+
+    async def infer(
+        self, model: str, inputs: Mapping[str, Array], outputs: Sequence[str], request_id: str = ""
+    ) -> dict[str, Array]:
+        arrays = await self._infer(model, inputs, [RequestedOutput(name) for name in outputs], request_id)
+        return {name: arrays[name] for name in outputs}
+
+    async def classify(self, model: str, inputs: Mapping[str, Array], output: str, count: int) -> list[str]:
+        requested = [RequestedOutput(output, {"classification": count})]
+        values = (await self._infer(model, inputs, requested, ""))[output]
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in values.reshape(-1)]
 
 
 def zeros_for(shape: Sequence[int], dtype: np.dtype[Any]) -> Array:

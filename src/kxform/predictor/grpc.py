@@ -25,7 +25,7 @@ from kxform.errors import (
     RequestError,
 )
 from kxform.model_config import model_config_pb2
-from kxform.predictor.base import Array, PredictorSettings, call
+from kxform.predictor.base import Array, PredictorSettings, RequestedOutputs, call
 from kxform.v2 import RequestedOutput, V2Tensor, decode_grpc_response, encode_grpc_request
 
 __all__ = ["GrpcPredictor"]
@@ -71,7 +71,7 @@ def _decode_config_response(data: bytes) -> dict[str, Any]:
     return dict(MessageToDict(config, preserving_proto_field_name=True))
 
 
-class GrpcPredictor:
+class GrpcPredictor(RequestedOutputs):
     """A V2 predictor (Triton) reached over gRPC; the channel is opened in the serving event loop."""
 
     def __init__(self, settings: PredictorSettings) -> None:
@@ -109,7 +109,7 @@ class GrpcPredictor:
         return await call(operation, self.settings, self._translate, what)
 
     async def _infer(
-        self, model: str, inputs: Mapping[str, Array], outputs: Sequence[RequestedOutput], request_id: str = ""
+        self, model: str, inputs: Mapping[str, Array], outputs: Sequence[RequestedOutput], request_id: str
     ) -> dict[str, Array]:
         tensors = [V2Tensor.from_array(name, array) for name, array in inputs.items()]
         request = encode_grpc_request(model, tensors, outputs, request_id)
@@ -123,16 +123,6 @@ class GrpcPredictor:
             return decode_grpc_response(response).arrays()
         except RequestError as exc:
             raise PredictorError(f"the predictor's response for '{model}' is not usable: {exc.message}") from exc
-
-    async def infer(
-        self, model: str, inputs: Mapping[str, Array], outputs: Sequence[str], request_id: str = ""
-    ) -> dict[str, Array]:
-        arrays = await self._infer(model, inputs, [RequestedOutput(name) for name in outputs], request_id)
-        return {name: arrays[name] for name in outputs}
-
-    async def classify(self, model: str, inputs: Mapping[str, Array], output: str, count: int) -> list[str]:
-        values = (await self._infer(model, inputs, [RequestedOutput(output, {"classification": count})]))[output]
-        return [v.decode() if isinstance(v, bytes) else str(v) for v in values.reshape(-1)]
 
     async def model_metadata(self, model: str) -> dict[str, Any]:
         async def operation(timeout: float) -> Any:

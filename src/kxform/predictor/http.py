@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 
 from kxform.errors import KxformError, PredictorError, PredictorUnavailableError, RequestError
-from kxform.predictor.base import Array, PredictorSettings, call
+from kxform.predictor.base import Array, PredictorSettings, RequestedOutputs, call
 from kxform.v2 import HEADER_LENGTH, RequestedOutput, V2Tensor, decode_rest_response, encode_rest_request
 
 __all__ = ["HttpPredictor", "PredictorHttpError"]
@@ -32,7 +32,7 @@ class PredictorHttpError(Exception):
         self.message = message
 
 
-class HttpPredictor:
+class HttpPredictor(RequestedOutputs):
     """A Triton predictor reached over HTTP."""
 
     def __init__(self, settings: PredictorSettings) -> None:
@@ -115,17 +115,6 @@ class HttpPredictor:
             return decode_rest_response(payload, reply_headers.get(HEADER_LENGTH)).arrays()
 
         return await call(operation, self.settings, self._translate, f"infer {model}")
-
-    async def infer(
-        self, model: str, inputs: Mapping[str, Array], outputs: Sequence[str], request_id: str = ""
-    ) -> dict[str, Array]:
-        arrays = await self._infer(model, inputs, [RequestedOutput(name) for name in outputs], request_id)
-        return {name: arrays[name] for name in outputs}
-
-    async def classify(self, model: str, inputs: Mapping[str, Array], output: str, count: int) -> list[str]:
-        requested = [RequestedOutput(output, {"classification": count})]
-        values = (await self._infer(model, inputs, requested, ""))[output]
-        return [v.decode() if isinstance(v, bytes) else str(v) for v in values.reshape(-1)]
 
     async def model_metadata(self, model: str) -> dict[str, Any]:
         return await self._get_json(f"/v2/models/{model}", f"metadata of {model}")
