@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -68,12 +69,46 @@ def test_serve_rejects_v1_to_the_predictor(capsys: pytest.CaptureFixture[str]) -
     assert "Triton speaks the V2 protocol" in capsys.readouterr().err
 
 
-def test_serve_refuses_more_than_one_worker_and_says_what_to_do(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        parse_args(["serve", "--transformer", "x", "--workers", "4"])
+def test_serve_takes_a_worker_count_or_auto_and_rejects_anything_else(capsys: pytest.CaptureFixture[str]) -> None:
+    from kxform.settings import available_cpus
 
-    assert "run more replicas instead" in capsys.readouterr().err
-    assert parse_args(["serve", "--transformer", "x", "--workers", "1"]).workers == 1
+    assert parse_args(["serve", "--transformer", "x", "--workers", "4"]).workers == 4
+    assert parse_args(["serve", "--transformer", "x", "--workers", "auto"]).workers == available_cpus() >= 1
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(SystemExit):
+            parse_args(["serve", "--transformer", "x", "--workers", bad])
+        assert "positive number of workers or 'auto'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs: 2 workers (the quota is shared, not a core each)
+        ({"cpu.max": "50000 100000\n"}, 1),
+        ({"cpu.max": "max 100000\n"}, None),  # no quota: every CPU we may run on
+        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),
+    ],
+    ids=["v2-fraction", "v2-half", "v2-none", "v1-one", "v1-none", "no-cgroup"],
+)
+def test_auto_workers_follow_the_cgroup_cpu_quota(tmp_path: Path, files: dict[str, str], expected: int | None) -> None:
+    from kxform.settings import available_cpus
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    allowed = len(os.sched_getaffinity(0))
+
+    assert available_cpus(tmp_path) == (allowed if expected is None else min(expected, allowed))
+
+
+def test_serve_batch_delay_is_zero_or_more_microseconds(capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse_args(["serve", "--transformer", "x", "--batch_max_delay_us", "0"]).batch_max_delay_us == 0
+    assert parse_args(["serve", "--transformer", "x", "--batch_max_delay_us", "750"]).batch_max_delay_us == 750
+    with pytest.raises(SystemExit):
+        parse_args(["serve", "--transformer", "x", "--batch_max_delay_us", "-5"])
+    assert "expected 0 or a positive whole number" in capsys.readouterr().err
 
 
 def test_serve_names_a_missing_plugin_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -96,9 +96,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    import logging
-
-    from kxform.server import serve
+    from kxform.server import configure_logging, serve
     from kxform.settings import serve_settings
 
     try:
@@ -106,10 +104,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     except argparse.ArgumentTypeError as exc:
         print(f"kxform serve: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    logging.getLogger("kxform").setLevel(settings.log_level)
-    serve(settings)
-    return 0
+    configure_logging(settings.log_level)
+    return serve(settings)
 
 
 def _add_plugins(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,7 +1,7 @@
 """The ``kserve.Model`` that serves one plugin: a request's path from its body to the reply.
 
     decode envelope -> preprocess (plugin) -> assemble inputs (name, cast, check)   [inline or worker pool]
-    -> split by max_batch_size -> predictor calls (concurrent) -> join, shape outputs
+    -> split by max_batch_size -> batcher (joins concurrent requests) -> predictor calls -> join, shape outputs
     -> postprocess (plugin) -> encode (V1 dict or V2Response)
 
 Decode and a sync ``preprocess`` run as one step: inline on the event loop for small bodies, on the
@@ -28,6 +28,7 @@ from typing import Any
 
 import kserve
 
+from kxform.batching import Batcher
 from kxform.codecs.jsonbody import JSON_CONTENT_TYPE, dump_json
 from kxform.envelope import Envelope, decode_v1, decode_v2, encode_v1, encode_v2, instances_of
 from kxform.errors import (
@@ -70,10 +71,12 @@ class TransformerModel(kserve.Model):  # type: ignore[misc]  # kserve ships no t
         *,
         pool: WorkerPool | None = None,
         inline_max_bytes: int = 64 * 1024,
+        batcher: Batcher | None = None,
     ) -> None:
         super().__init__(name)
         self.plugin = plugin
         self.predictor = predictor
+        self.batcher = batcher or Batcher(predictor, max_delay_us=0)  # none given: each request alone
         self.pool = pool or WorkerPool(threads=2, queue=16)
         self.inline_max_bytes = inline_max_bytes
         self._spec: ModelSpec | None = None
@@ -255,13 +258,11 @@ class TransformerModel(kserve.Model):  # type: ignore[misc]  # kserve ships no t
         return [_tensor_metadata(spec) for spec in self.declared_outputs]
 
     async def infer(self, spec: ModelSpec, inputs: dict[str, Array], request_id: str) -> dict[str, Array]:
-        """Call the predictor, split by ``max_batch_size`` into concurrent calls; outputs in request order."""
+        """Call the predictor through the batcher, split by ``max_batch_size``; outputs in request order."""
         names = [output.name for output in spec.outputs]
         chunks = split_batches(inputs, spec.max_batch_size)
         try:
-            parts = await asyncio.gather(
-                *(self.predictor.infer(spec.name, chunk, names, request_id) for chunk in chunks)
-            )
+            parts = await asyncio.gather(*(self.batcher.infer(spec, chunk, names, request_id) for chunk in chunks))
         except PredictorError as exc:
             PREDICTOR_ERRORS.labels(self.name, _ERROR_KINDS.get(type(exc), "bad_response")).inc()
             if isinstance(exc, PredictorUnavailableError):

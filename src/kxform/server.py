@@ -1,8 +1,9 @@
 """``kxform serve``: the plugins as ``TransformerModel``s behind kxform's own HTTP and gRPC fronts.
 
-    serve(settings) -> limits configured -> plugins loaded (errors name the entry point)
+    serve(settings) -> --workers N > 1: kxform.workers.supervise runs N serve_process children
+    serve_process -> limits configured -> plugins loaded (errors name the entry point)
       -> one event loop: uvicorn running kxform.front.http.HttpFront, grpc.aio running GrpcFront
-      -> SIGTERM/SIGINT: stop accepting, finish in-flight requests, close the predictor, exit 0
+      -> SIGTERM/SIGINT: stop accepting, finish in-flight requests (and their batches), close the predictor
 
 Only the serving endpoints are exposed (no kserve model repository API unless asked for); see
 ``docs/architecture.md`` for a request's path through the modules.
@@ -14,12 +15,16 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Iterator
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import grpc
 import uvicorn
 
 from kxform import limits
+from kxform.batching import Batcher
 from kxform.front.grpc import GrpcFront, server_options
 from kxform.front.http import HttpFront
 from kxform.front.protocol import BoundedHttpToolsProtocol
@@ -30,52 +35,95 @@ from kxform.predictor import PredictorClient, create_predictor
 from kxform.registry import Registry
 from kxform.settings import ServeSettings
 
-__all__ = ["build_models", "serve"]
+__all__ = ["Shared", "configure_logging", "serve", "serve_process"]
 
 logger = logging.getLogger(__name__)
 _GRACE_SECONDS = 10.0
 
 
-def _builder(settings: ServeSettings, predictor: PredictorClient, pool: WorkerPool) -> dict[str, TransformerModel]:
-    names = settings.model_names()
-    return {
-        name: TransformerModel(
-            name, load_plugin(plugin), predictor, pool=pool, inline_max_bytes=settings.inline_max_bytes
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """What every transformer of a process shares: one predictor client, worker pool and batcher."""
+
+    settings: ServeSettings
+    predictor: PredictorClient
+    pool: WorkerPool
+    batcher: Batcher
+
+    @classmethod
+    def create(cls, settings: ServeSettings, predictor: PredictorClient | None = None) -> Shared:
+        predictor = predictor or create_predictor(settings.predictor)  # one connection pool per process
+        pool = WorkerPool(settings.worker_threads, settings.worker_queue)
+        return cls(settings, predictor, pool, Batcher(predictor, settings.batch_max_delay_us))
+
+    def model(self, name: str, plugin: str) -> TransformerModel:
+        return TransformerModel(
+            name,
+            load_plugin(plugin),
+            self.predictor,
+            pool=self.pool,
+            inline_max_bytes=self.settings.inline_max_bytes,
+            batcher=self.batcher,
         )
-        for name, plugin in zip(names, settings.transformers, strict=True)
-    }
-
-
-def build_models(
-    settings: ServeSettings, predictor: PredictorClient | None = None, pool: WorkerPool | None = None
-) -> list[TransformerModel]:
-    """Load the plugins (errors name the entry point) and wrap each in a TransformerModel."""
-    predictor = predictor or create_predictor(settings.predictor)  # one client, one connection pool, per process
-    pool = pool or WorkerPool(settings.worker_threads, settings.worker_queue)
-    return list(_builder(settings, predictor, pool).values())
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server without re-raising the stop signal after shutdown: kxform exits 0 on SIGTERM."""
+    """uvicorn's server, exiting 0 on SIGTERM (uvicorn re-raises the signal) and telling when it serves.
+
+    A worker of ``--workers N`` handles SIGTERM only: Ctrl-C reaches the whole process group, and the
+    supervisor turns it into one SIGTERM per worker (a second signal would make uvicorn stop at once).
+    """
+
+    def __init__(self, config: uvicorn.Config, signals: tuple[int, ...], on_ready: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.stop_signals = signals
+        self.on_ready = on_ready
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        import signal
-
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in self.stop_signals}
         try:
             yield
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.on_ready()
 
-def serve(settings: ServeSettings) -> None:
-    """Run the server until SIGINT/SIGTERM, then drain and exit."""
+
+def configure_logging(level: str) -> None:
+    """kxform's loggers at ``level``, everyone else's at WARNING; one line per record."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("kxform").setLevel(level)
+
+
+def serve(settings: ServeSettings) -> int:
+    """Run the server until SIGINT/SIGTERM, then drain; ``--workers N`` runs N of it under a supervisor."""
+    if settings.workers > 1:
+        from kxform.workers import supervise
+
+        return supervise(settings)
+    serve_process(settings)
+    return 0
+
+
+def serve_process(
+    settings: ServeSettings,
+    http_socket: socket.socket | None = None,
+    on_ready: Callable[[], None] = lambda: None,
+) -> None:
+    """One serving process: the plugins, both fronts and the predictor client on one event loop.
+
+    A worker of ``--workers N`` gets the supervisor's listening HTTP socket and shares the gRPC port
+    (SO_REUSEPORT); ``on_ready`` is called once both fronts accept requests.
+    """
     limits.configure(settings.limits)
-    predictor = create_predictor(settings.predictor)
-    pool = WorkerPool(settings.worker_threads, settings.worker_queue)
-    models = build_models(settings, predictor, pool)
+    shared = Shared.create(settings)
+    plugins = zip(settings.model_names(), settings.transformers, strict=True)
+    models = [shared.model(name, plugin) for name, plugin in plugins]
     _quiet_per_request_logs(settings.log_level)
     _calm_garbage_collector()
     _return_large_blocks_to_the_os()
@@ -85,22 +133,22 @@ def serve(settings: ServeSettings) -> None:
         uvloop.install()
     except ImportError:  # uvicorn[standard] brings uvloop; without it asyncio's loop serves as well
         pass
-    asyncio.run(_serve(settings, models, predictor, pool))
+    asyncio.run(_serve(shared, models, http_socket, on_ready))
 
 
 async def _serve(
-    settings: ServeSettings, models: list[TransformerModel], predictor: PredictorClient, pool: WorkerPool
+    shared: Shared,
+    models: list[TransformerModel],
+    http_socket: socket.socket | None,
+    on_ready: Callable[[], None],
 ) -> None:
+    settings = shared.settings
     plugin_of = dict(zip(settings.model_names(), settings.transformers, strict=True))
-
-    def rebuild(name: str) -> TransformerModel:
-        return TransformerModel(
-            name, load_plugin(plugin_of[name]), predictor, pool=pool, inline_max_bytes=settings.inline_max_bytes
-        )
-
-    registry = Registry(models, rebuild)
+    registry = Registry(models, lambda name: shared.model(name, plugin_of[name]))
     repository_api = settings.enable_model_repository_api
-    grpc_server = await _start_grpc(settings, registry, pool) if settings.enable_grpc else None
+    in_group = http_socket is not None
+    grpc_server = await _start_grpc(settings, registry, shared.pool, in_group) if settings.enable_grpc else None
+    stop_signals = (signal.SIGTERM,) if in_group else (signal.SIGINT, signal.SIGTERM)
     http = _Server(
         uvicorn.Config(
             HttpFront(registry, enable_repository_api=repository_api),
@@ -111,29 +159,36 @@ async def _serve(
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=int(_GRACE_SECONDS),
-        )
+        ),
+        stop_signals,
+        on_ready,
     )
     logger.info(
-        "kxform serve: %s on HTTP %s:%d%s, predictor %s (%s)",
+        "kxform serve: %s on HTTP %s:%d%s, predictor %s (%s)%s",
         ", ".join(registry.names()),
         settings.bind_address,
         settings.http_port,
         f" and gRPC {settings.bind_address}:{settings.grpc_port}" if grpc_server else "",
         settings.predictor.host,
         settings.predictor.protocol,
+        f", batching up to {settings.batch_max_delay_us} us" if shared.batcher.enabled else ", batching off",
     )
     try:
-        await http.serve()
+        await http.serve(sockets=[http_socket] if http_socket is not None else None)
     finally:
         if grpc_server is not None:
             await grpc_server.stop(grace=_GRACE_SECONDS)
-        await predictor.close()
-        pool.shutdown()
+        await shared.batcher.close()
+        await shared.predictor.close()
+        shared.pool.shutdown()
         logger.info("kxform serve: stopped")
 
 
-async def _start_grpc(settings: ServeSettings, registry: Registry, pool: WorkerPool) -> grpc.aio.Server:
-    server = grpc.aio.server(options=server_options())
+async def _start_grpc(
+    settings: ServeSettings, registry: Registry, pool: WorkerPool, shared_port: bool
+) -> grpc.aio.Server:
+    # Workers share the port through SO_REUSEPORT; a single process refuses a port another one holds.
+    server = grpc.aio.server(options=[*server_options(), ("grpc.so_reuseport", int(shared_port))])
     front = GrpcFront(registry, pool, enable_repository_api=settings.enable_model_repository_api)
     server.add_generic_rpc_handlers([front.handler()])
     server.add_insecure_port(f"{settings.bind_address}:{settings.grpc_port}")

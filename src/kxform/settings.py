@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from kxform.batching import DEFAULT_MAX_DELAY_US
 from kxform.limits import Limits
 from kxform.predictor import PredictorSettings
 
@@ -34,13 +37,29 @@ def parse_protocol(text: str) -> str:
 
 
 def parse_workers(text: str) -> int:
-    # kserve spawns extra workers by re-importing its app: kxform's routes and plugins would be missing there.
-    if text.strip() != "1":
-        raise argparse.ArgumentTypeError(
-            f"{text} workers: kxform serves one worker per process; run more replicas instead "
-            "(KServe scales the transformer out; plugins may set offload_hooks to decode on threads)"
-        )
-    return 1
+    """A positive count, or ``auto``: the CPUs this container may use (its cgroup quota, else affinity)."""
+    value = text.strip().lower()
+    if value == "auto":
+        return available_cpus()
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of workers or 'auto', got {text!r}")
+    return int(value)
+
+
+def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs the cgroup's quota allows (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), at most those we may run on."""
+    cpus = len(os.sched_getaffinity(0))
+    for quota_file, period_file in (("cpu.max", None), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
+        try:
+            fields = (cgroup / quota_file).read_text().split()
+            if period_file is not None:
+                fields.append((cgroup / period_file).read_text().strip())
+        except OSError:
+            continue
+        if len(fields) >= 2 and fields[0].isdigit() and fields[1].isdigit() and int(fields[1]) > 0:
+            return max(1, min(cpus, math.ceil(int(fields[0]) / int(fields[1]))))
+        return cpus  # "max" (v2) or -1 (v1): no quota
+    return cpus
 
 
 def _positive(convert: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -55,6 +74,12 @@ def _positive(convert: Callable[[str], Any]) -> Callable[[str], Any]:
 
     parse.__name__ = convert.__name__  # argparse names the type in its messages
     return parse
+
+
+def _non_negative_int(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive whole number, got {text!r}")
+    return int(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +98,7 @@ class ServeSettings:
     worker_queue: int = 64
     inline_max_bytes: int = 64 * 1024
     enable_model_repository_api: bool = False
+    batch_max_delay_us: int = DEFAULT_MAX_DELAY_US
 
     def model_names(self) -> list[str]:
         """The names clients call: ``--model_name`` for a single transformer, else the plugin names."""
@@ -135,7 +161,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=parse_workers,
         default=_env("workers", 1, parse_workers),
-        help="uvicorn workers; only 1: scale out with replicas (the transformer is stateless)",
+        help="serving processes on the same ports, or 'auto' (the container's CPU quota); KServe sets it "
+        "from containerConcurrency (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch_max_delay_us",
+        type=_non_negative_int,
+        default=_env("batch_max_delay_us", DEFAULT_MAX_DELAY_US, _non_negative_int),
+        help="longest a request waits for others to share its predictor call, in microseconds; 0: no "
+        "cross-request batching (default: %(default)s)",
     )
     parser.add_argument(
         "--enable_grpc", type=parse_bool, nargs="?", const=True, default=_env("enable_grpc", True, parse_bool)
@@ -228,4 +262,5 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
         worker_queue=args.worker_queue,
         inline_max_bytes=args.inline_max_bytes,
         enable_model_repository_api=args.enable_model_repository_api,
+        batch_max_delay_us=args.batch_max_delay_us,
     )

@@ -23,7 +23,7 @@ from kxform.codecs.jsonbody import JSON_CONTENT_TYPE, dump_json
 from kxform.envelope import decode_v1, decode_v2
 from kxform.errormap import as_kxform_error, http_error
 from kxform.errors import KxformError, MethodNotAllowedError, NotFoundError
-from kxform.metrics import REQUESTS
+from kxform.metrics import REQUESTS, exposition
 from kxform.model import TransformerModel
 from kxform.registry import Registry
 from kxform.requestid import HEADER, accept_request_id
@@ -186,9 +186,8 @@ class HttpFront:
         return Response.json({"ready": ready}, 200 if ready else 503)
 
     async def metrics(self, request: Request) -> Response:
-        from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-
-        return Response(200, generate_latest(REGISTRY), [(b"content-type", CONTENT_TYPE_LATEST.encode())])
+        body, content_type = exposition()
+        return Response(200, body, [(b"content-type", content_type.encode())])
 
     async def v1_models(self, request: Request) -> Response:
         return Response.json({"models": [name for name in self.registry.names() if self.registry.is_loaded(name)]})

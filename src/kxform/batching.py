@@ -1,0 +1,221 @@
+"""Cross-request batching: concurrent requests for one predictor model become one predictor call.
+
+    TransformerModel.infer -> Batcher.infer(spec, rows, ...) -> queue of that model and input kind
+      -> dispatched when the predictor is idle (next loop turn), when the call in flight returns,
+         when the queue holds max_batch_size rows, or --batch_max_delay_us after its oldest request
+      -> one concatenated call -> outputs split back by row, in order, to each waiting request
+
+Adaptive, like the batchers of MLServer and BentoML but without a latency model: a request that finds
+the predictor idle is sent on the next turn of the event loop (with whatever arrived in the same turn),
+so under low load batching adds no delay; while a call is in flight, requests gather for at most the
+delay bound, so under load batches fill. Only inputs of the same kind batch together: the same names,
+datatypes and shapes after the batch axis (dynamic dims batch only with their like).
+
+A request's own bad input was rejected before it got here (``kxform.tensors.assemble_inputs``). If the
+predictor still rejects a batch of several requests (400), each is sent again alone, so one request's
+input never fails the others; any other failure of the shared call fails every member with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kxform.errors import PredictorError, RequestError
+from kxform.metrics import BATCH_QUEUE_SECONDS, BATCH_SIZE
+from kxform.predictor import PredictorClient
+from kxform.predictor.metadata import ModelSpec
+from kxform.tensors import Array
+
+__all__ = ["DEFAULT_MAX_DELAY_US", "Batcher"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_DELAY_US = 2000
+"""``--batch_max_delay_us``: chosen with ``make bench`` (see benchmarks/RESULTS.md and docs/architecture.md)."""
+
+Kind = tuple[str, tuple[tuple[str, str, tuple[int, ...]], ...], tuple[str, ...]]
+
+
+@dataclass(slots=True)
+class _Member:
+    """One request's rows, waiting to be sent."""
+
+    inputs: Mapping[str, Array]
+    rows: int
+    request_id: str
+    queued_at: float
+    future: asyncio.Future[dict[str, Array]]
+
+
+@dataclass(slots=True)
+class _Queue:
+    """The waiting requests of one predictor model and input kind."""
+
+    spec: ModelSpec
+    outputs: tuple[str, ...]
+    members: deque[_Member] = field(default_factory=deque)
+    rows: int = 0
+    in_flight: int = 0
+    flush_soon: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+
+class Batcher:
+    """Shared by every transformer of a process that forwards to ``predictor``."""
+
+    def __init__(self, predictor: PredictorClient, max_delay_us: int = DEFAULT_MAX_DELAY_US) -> None:
+        self.predictor = predictor
+        self.max_delay = max_delay_us / 1e6
+        self._queues: dict[Kind, _Queue] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_delay > 0
+
+    async def infer(
+        self, spec: ModelSpec, inputs: Mapping[str, Array], outputs: Sequence[str], request_id: str
+    ) -> dict[str, Array]:
+        """The predictor's outputs for ``inputs`` (at most ``max_batch_size`` rows), batched with others."""
+        if not self.enabled or not spec.batched:
+            return await self.predictor.infer(spec.name, inputs, outputs, request_id)
+        queue = self._queue(spec, inputs, tuple(outputs))
+        loop = asyncio.get_running_loop()
+        rows = int(next(iter(inputs.values())).shape[0])
+        member = _Member(inputs, rows, request_id, loop.time(), loop.create_future())
+        queue.members.append(member)
+        queue.rows += rows
+        if queue.rows >= spec.max_batch_size:
+            self._flush(queue, full_only=True)
+        if queue.members:
+            self._schedule(queue, loop)
+        return await member.future
+
+    def _queue(self, spec: ModelSpec, inputs: Mapping[str, Array], outputs: tuple[str, ...]) -> _Queue:
+        kind: Kind = (
+            spec.name,
+            tuple((name, array.dtype.str, array.shape[1:]) for name, array in inputs.items()),
+            outputs,
+        )
+        queue = self._queues.get(kind)
+        if queue is None or (queue.spec is not spec and queue.spec != spec):  # re-read after an outage
+            queue = self._queues[kind] = _Queue(spec, outputs)
+        return queue
+
+    def _schedule(self, queue: _Queue, loop: asyncio.AbstractEventLoop) -> None:
+        if queue.in_flight == 0:
+            if not queue.flush_soon:
+                queue.flush_soon = True
+                loop.call_soon(self._flush_now, queue)
+        elif queue.timer is None:
+            delay = queue.members[0].queued_at + self.max_delay - loop.time()
+            queue.timer = loop.call_later(max(0.0, delay), self._flush_now, queue)
+
+    def _flush_now(self, queue: _Queue) -> None:
+        queue.flush_soon = False
+        self._flush(queue, full_only=False)
+
+    def _flush(self, queue: _Queue, *, full_only: bool) -> None:
+        """Send the waiting requests in batches of at most ``max_batch_size`` rows (full ones only, if asked)."""
+        limit = queue.spec.max_batch_size
+        while queue.members and (queue.rows >= limit or not full_only):
+            batch, rows = [], 0
+            while queue.members and rows + queue.members[0].rows <= limit:
+                member = queue.members.popleft()
+                queue.rows -= member.rows
+                if not member.future.done():  # a cancelled request is not sent
+                    batch.append(member)
+                    rows += member.rows
+            if batch:
+                self._dispatch(queue, batch)
+        if not queue.members and queue.timer is not None:
+            queue.timer.cancel()
+            queue.timer = None
+
+    def _dispatch(self, queue: _Queue, batch: list[_Member]) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        model = queue.spec.name
+        BATCH_SIZE.labels(model).observe(sum(member.rows for member in batch))
+        for member in batch:
+            BATCH_QUEUE_SECONDS.labels(model).observe(now - member.queued_at)
+        queue.in_flight += 1
+        if queue.timer is not None:
+            queue.timer.cancel()
+            queue.timer = None
+        task = loop.create_task(self._call(queue, batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _call(self, queue: _Queue, batch: list[_Member]) -> None:
+        try:
+            await self._send(queue, batch)
+        finally:
+            queue.in_flight -= 1
+            if queue.members:  # the predictor is free: send what gathered meanwhile
+                self._flush(queue, full_only=False)
+                if queue.members:
+                    self._schedule(queue, asyncio.get_running_loop())
+
+    async def _send(self, queue: _Queue, batch: list[_Member]) -> None:
+        inputs = _concatenate([member.inputs for member in batch])
+        try:
+            outputs = await self.predictor.infer(queue.spec.name, inputs, queue.outputs, batch[0].request_id)
+            parts = _split(outputs, [member.rows for member in batch], queue.spec.name)
+        except RequestError as exc:
+            if len(batch) == 1:
+                _fail(batch, exc)
+                return
+            # The batch was rejected; which member's input was it? Each alone finds out, and only it fails.
+            logger.info("predictor rejected a batch of %d requests (%s); sending each alone", len(batch), exc.message)
+            await asyncio.gather(*(self._send(queue, [member]) for member in batch))
+            return
+        except Exception as exc:
+            _fail(batch, exc)
+            return
+        for member, part in zip(batch, parts, strict=True):
+            if not member.future.done():
+                member.future.set_result(part)
+
+    async def close(self) -> None:
+        """Wait for the calls in flight (SIGTERM drains requests; their members are still waiting)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _fail(batch: list[_Member], exc: BaseException) -> None:
+    for member in batch:
+        if not member.future.done():
+            member.future.set_exception(exc)
+
+
+def _concatenate(parts: list[Mapping[str, Array]]) -> dict[str, Array]:
+    if len(parts) == 1:
+        return dict(parts[0])
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def _split(outputs: Mapping[str, Array], rows: list[int], model: str) -> list[dict[str, Array]]:
+    """Each member's rows of every output (views); outputs must have the batch axis first."""
+    total = sum(rows)
+    if len(rows) == 1:
+        return [dict(outputs)]
+    shaped: dict[str, Array] = {}
+    for name, array in outputs.items():
+        if array.ndim == 0 or array.shape[0] != total:
+            if array.size % total:
+                raise PredictorError(
+                    f"output '{name}' of '{model}' has shape {list(array.shape)}: it cannot be split into the "
+                    f"{total} rows of the batch sent"
+                )
+            array = array.reshape(total, -1)
+        shaped[name] = array
+    bounds = np.cumsum([0, *rows]).tolist()
+    return [{name: array[start:end] for name, array in shaped.items()} for start, end in itertools.pairwise(bounds)]

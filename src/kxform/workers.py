@@ -1,0 +1,220 @@
+"""``kxform serve --workers N``: N serving processes on the same ports, supervised by this one.
+
+    supervise(settings)
+      -> HTTP port bound and listening here (a port in use fails now, in one line); gRPC port checked
+      -> Prometheus multiprocess directory (every worker's /metrics shows the sum of all workers)
+      -> N children (spawned: no plugin, torch or thread is ever forked), each serve_process(settings,
+         the listening socket) sharing the gRPC port through SO_REUSEPORT
+      -> a worker that dies after it served is replaced; one that dies before it served stops them all
+         (a plugin that cannot load will not load the second time either): exit 1
+      -> SIGTERM/SIGINT: SIGTERM to every worker, each drains its requests; exit 0
+
+The supervisor loads no plugin and serves nothing itself: it stays small, and a bug in a request
+cannot take it down. Workers die with it (``PR_SET_PDEATHSIG``), so a killed supervisor leaves no
+orphan holding the ports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from multiprocessing.context import SpawnProcess
+from multiprocessing.synchronize import Event
+from types import FrameType
+
+from kxform.settings import ServeSettings
+
+__all__ = ["supervise"]
+
+logger = logging.getLogger(__name__)
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+_STOP_GRACE_SECONDS = 20.0  # a worker drains for up to 10 s (kxform.server) before it is killed
+_RESTART_PAUSE_SECONDS = 1.0  # between replacing workers that keep dying: no busy crash loop
+_BACKLOG = 2048
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: SpawnProcess
+    ready: Event
+    started_at: float
+
+
+def supervise(settings: ServeSettings) -> int:
+    """Run ``settings.workers`` serving processes until SIGTERM/SIGINT; the exit status of the group."""
+    http_socket = _listen(settings.bind_address, settings.http_port)
+    if settings.enable_grpc:
+        _check_free(settings.bind_address, settings.grpc_port, "--grpc_port")
+    metrics_dir = tempfile.mkdtemp(prefix="kxform-metrics-")
+    os.environ[METRICS_DIR_VARIABLE] = metrics_dir  # the children inherit it; set before any of them starts
+    supervisor = _Supervisor(settings, http_socket)
+    try:
+        return supervisor.run()
+    finally:
+        http_socket.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+class _Supervisor:
+    def __init__(self, settings: ServeSettings, http_socket: socket.socket) -> None:
+        self.settings = replace(settings, workers=1)  # what each child runs
+        self.count = settings.workers
+        self.http_socket = http_socket
+        self.context = multiprocessing.get_context("spawn")
+        self.workers: dict[int, _Worker] = {}
+        self.stopping = False
+        self.wakeup_reader, self.wakeup_writer = socket.socketpair()
+        self.wakeup_writer.setblocking(False)
+
+    def run(self) -> int:
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for index in range(self.count):
+                self._start(index)
+            logger.info(
+                "kxform serve: %d workers on HTTP %s:%d (supervisor pid %d)",
+                self.count,
+                self.settings.bind_address,
+                self.settings.http_port,
+                os.getpid(),
+            )
+            return self._watch()
+        finally:
+            self._stop_all()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.wakeup_reader.close()
+            self.wakeup_writer.close()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+        with contextlib.suppress(OSError):
+            self.wakeup_writer.send(b"\0")
+
+    def _start(self, index: int) -> None:
+        ready = self.context.Event()
+        process = self.context.Process(
+            target=_worker_main,
+            args=(self.settings, self.http_socket, ready, index),
+            name=f"kxform-worker-{index}",
+        )
+        process.start()
+        self.workers[index] = _Worker(index, process, ready, time.monotonic())
+        logger.info("worker %d started (pid %s)", index, process.pid)
+
+    def _watch(self) -> int:
+        while not self.stopping:
+            sentinels = {worker.process.sentinel: worker for worker in self.workers.values()}
+            ready = multiprocessing.connection.wait([*sentinels, self.wakeup_reader])
+            for item in ready:
+                worker = sentinels.get(item) if isinstance(item, int) else None  # else: the wakeup socket
+                if worker is None or self.stopping:
+                    continue
+                status = self._reap(worker)
+                if status is not None:
+                    return status
+        return 0
+
+    def _reap(self, worker: _Worker) -> int | None:
+        """A worker exited on its own: replace it, or (if it never served) give up with its status."""
+        worker.process.join()
+        code = worker.process.exitcode
+        _mark_dead(worker.process.pid)
+        del self.workers[worker.index]
+        if not worker.ready.is_set():
+            logger.error(
+                "worker %d (pid %s) exited with status %s before serving; stopping",
+                worker.index,
+                worker.process.pid,
+                code,
+            )
+            return 1
+        logger.error(
+            "worker %d (pid %s) exited with status %s; starting another", worker.index, worker.process.pid, code
+        )
+        if time.monotonic() - worker.started_at < _RESTART_PAUSE_SECONDS * 10:
+            time.sleep(_RESTART_PAUSE_SECONDS)
+        self._start(worker.index)
+        return None
+
+    def _stop_all(self) -> None:
+        for worker in self.workers.values():
+            if worker.process.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.process.pid or 0, signal.SIGTERM)
+        deadline = time.monotonic() + _STOP_GRACE_SECONDS
+        for worker in self.workers.values():
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                logger.error(
+                    "worker %d (pid %s) did not stop within %gs; killed",
+                    worker.index,
+                    worker.process.pid,
+                    _STOP_GRACE_SECONDS,
+                )
+                worker.process.kill()
+                worker.process.join()
+        self.workers.clear()
+        logger.info("kxform serve: all workers stopped")
+
+
+def _worker_main(settings: ServeSettings, http_socket: socket.socket, ready: Event, index: int) -> None:
+    """A child: die with the supervisor, Ctrl-C is the supervisor's to handle, then serve."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from kxform.server import configure_logging, serve_process
+
+    configure_logging(settings.log_level)
+    serve_process(settings, http_socket, on_ready=ready.set)
+
+
+def _die_with_parent() -> None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(name).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux); elsewhere not available
+    if os.getppid() == 1:  # the supervisor died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _mark_dead(pid: int | None) -> None:
+    from prometheus_client import multiprocess
+
+    if pid is not None:
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # untyped in the wheel
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"kxform serve: error: cannot listen on {host}:{port} (--http_port): {exc.strerror}") from None
+    sock.listen(_BACKLOG)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _check_free(host: str, port: int, flag: str) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise SystemExit(f"kxform serve: error: cannot listen on {host}:{port} ({flag}): {exc.strerror}") from None
