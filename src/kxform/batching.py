@@ -85,6 +85,7 @@ class Batcher:
     ) -> dict[str, Array]:
         """The predictor's outputs for ``inputs`` (at most ``max_batch_size`` rows), batched with others."""
         if not self.enabled or not spec.batched:
+            BATCH_SIZE.labels(spec.name).observe(len(next(iter(inputs.values()))) if spec.batched else 1)
             return await self.predictor.infer(spec.name, inputs, outputs, request_id)
         queue = self._queue(spec, inputs, tuple(outputs))
         loop = asyncio.get_running_loop()
