@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kxform.errors import PredictorError, RequestError
-from kxform.metrics import BATCH_QUEUE_SECONDS, BATCH_SIZE
+from kxform.metrics import BATCH_QUEUE_SECONDS, BATCH_SIZE, child
 from kxform.predictor import PredictorClient
 from kxform.predictor.metadata import ModelSpec
 from kxform.tensors import Array
@@ -85,7 +85,7 @@ class Batcher:
     ) -> dict[str, Array]:
         """The predictor's outputs for ``inputs`` (at most ``max_batch_size`` rows), batched with others."""
         if not self.enabled or not spec.batched:
-            BATCH_SIZE.labels(spec.name).observe(len(next(iter(inputs.values()))) if spec.batched else 1)
+            child(BATCH_SIZE, spec.name).observe(len(next(iter(inputs.values()))) if spec.batched else 1)
             return await self.predictor.infer(spec.name, inputs, outputs, request_id)
         queue = self._queue(spec, inputs, tuple(outputs))
         loop = asyncio.get_running_loop()
@@ -144,9 +144,9 @@ class Batcher:
         loop = asyncio.get_running_loop()
         now = loop.time()
         model = queue.spec.name
-        BATCH_SIZE.labels(model).observe(sum(member.rows for member in batch))
+        child(BATCH_SIZE, model).observe(sum(member.rows for member in batch))
         for member in batch:
-            BATCH_QUEUE_SECONDS.labels(model).observe(now - member.queued_at)
+            child(BATCH_QUEUE_SECONDS, model).observe(now - member.queued_at)
         queue.in_flight += 1
         if queue.timer is not None:
             queue.timer.cancel()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 
 __all__ = [
     "BATCH_QUEUE_SECONDS",
@@ -15,6 +15,7 @@ __all__ = [
     "PREDICTOR_ERRORS",
     "REQUESTS",
     "STAGE_SECONDS",
+    "child",
     "exposition",
     "stage",
 ]
@@ -49,13 +50,36 @@ BATCH_QUEUE_SECONDS = Histogram(
 )
 
 
-@contextmanager
-def stage(model: str, name: str) -> Iterator[None]:
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        STAGE_SECONDS.labels(model, name).observe(time.perf_counter() - started)
+_children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+
+def child(metric: MetricWrapperBase, *labels: str) -> Any:
+    """``metric.labels(*labels)``, looked up once: label values here are bounded (models, stages, codes)."""
+    key = (metric, labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found
+
+
+class _Stage:
+    """Times the block into ``kxform_stage_seconds`` (a class: cheaper than a generator per use)."""
+
+    __slots__ = ("_histogram", "_started")
+
+    def __init__(self, histogram: Any) -> None:
+        self._histogram = histogram
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._started = time.perf_counter()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._histogram.observe(time.perf_counter() - self._started)
+
+
+def stage(model: str, name: str) -> _Stage:
+    return _Stage(child(STAGE_SECONDS, model, name))
 
 
 def exposition() -> tuple[bytes, str]:

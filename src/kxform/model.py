@@ -39,7 +39,7 @@ from kxform.errors import (
     PredictorUnavailableError,
     RequestError,
 )
-from kxform.metrics import PREDICTOR_ERRORS, stage
+from kxform.metrics import PREDICTOR_ERRORS, child, stage
 from kxform.offload import NeedsWorker, WorkerPool, inline_attempt
 from kxform.plugins import LoadedPlugin
 from kxform.predictor import PredictorClient, load_model_spec
@@ -262,14 +262,17 @@ class TransformerModel(kserve.Model):  # type: ignore[misc]  # kserve ships no t
         names = [output.name for output in spec.outputs]
         chunks = split_batches(inputs, spec.max_batch_size)
         try:
-            parts = await asyncio.gather(*(self.batcher.infer(spec, chunk, names, request_id) for chunk in chunks))
+            if len(chunks) == 1:  # the common case, without gather's task
+                parts = [await self.batcher.infer(spec, chunks[0], names, request_id)]
+            else:
+                parts = await asyncio.gather(*(self.batcher.infer(spec, chunk, names, request_id) for chunk in chunks))
         except PredictorError as exc:
-            PREDICTOR_ERRORS.labels(self.name, _ERROR_KINDS.get(type(exc), "bad_response")).inc()
+            child(PREDICTOR_ERRORS, self.name, _ERROR_KINDS.get(type(exc), "bad_response")).inc()
             if isinstance(exc, PredictorUnavailableError):
                 self._forget_spec()
             raise
         except RequestError:
-            PREDICTOR_ERRORS.labels(self.name, "rejected").inc()
+            child(PREDICTOR_ERRORS, self.name, "rejected").inc()
             raise
         batch = batch_size(inputs) if spec.batched else 1
         return shape_outputs(join_batches(parts), spec, batch)

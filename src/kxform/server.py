@@ -156,6 +156,7 @@ async def _serve(
             port=settings.http_port,
             http=BoundedHttpToolsProtocol,
             lifespan="off",
+            proxy_headers=False,  # nothing reads the client's address; X-Forwarded-* would cost each request
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=int(_GRACE_SECONDS),

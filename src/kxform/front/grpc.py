@@ -20,7 +20,7 @@ from kxform.envelope import decode_v2
 from kxform.errormap import as_kxform_error, grpc_error
 from kxform.errors import KxformError, RequestError
 from kxform.front.http import check_version, metadata_of
-from kxform.metrics import REQUESTS
+from kxform.metrics import REQUESTS, child
 from kxform.offload import WorkerPool
 from kxform.registry import Registry
 from kxform.requestid import HEADER, accept_request_id
@@ -130,9 +130,9 @@ class GrpcFront:
             assert isinstance(response, V2Response)
             message = encode_grpc_response(response, request)
         except KxformError as exc:
-            REQUESTS.labels(model.name, "grpc", str(exc.http_status)).inc()
+            child(REQUESTS, model.name, "grpc", str(exc.http_status)).inc()
             raise
-        REQUESTS.labels(model.name, "grpc", "200").inc()
+        child(REQUESTS, model.name, "grpc", "200").inc()
         return message
 
     async def repository_load(self, message: Any, request_id: str, headers: dict[str, str]) -> Any:

@@ -23,7 +23,7 @@ from kxform.codecs.jsonbody import JSON_CONTENT_TYPE, dump_json
 from kxform.envelope import decode_v1, decode_v2
 from kxform.errormap import as_kxform_error, http_error
 from kxform.errors import KxformError, MethodNotAllowedError, NotFoundError
-from kxform.metrics import REQUESTS, exposition
+from kxform.metrics import REQUESTS, child, exposition
 from kxform.model import TransformerModel
 from kxform.registry import Registry
 from kxform.requestid import HEADER, accept_request_id
@@ -158,7 +158,7 @@ class HttpFront:
             error = as_kxform_error(exc, request_id, f"{scope['method']} {scope['path'][:200]}")
             response = Response(*http_error(error))
         if model in self.registry.names() and scope["method"] == "POST":  # served names only: bounded labels
-            REQUESTS.labels(model, protocol, str(response.status)).inc()
+            child(REQUESTS, model, protocol, str(response.status)).inc()
         await _send(send, response, request_id)
 
     def _match(self, method: str, path: str) -> tuple[Handler, dict[str, str], bool]:
