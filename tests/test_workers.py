@@ -159,17 +159,23 @@ def test_a_plugin_that_cannot_load_stops_the_group_with_status_1() -> None:
     assert "before serving; stopping" in done.stderr
 
 
-def test_a_port_in_use_is_one_line_naming_the_flag(serve: ServerProcess) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("port", ["http", "grpc"])
+def test_a_port_in_use_is_one_line_naming_the_flag(serve: ServerProcess, port: str, workers: int) -> None:
+    ports = {"http": free_port(), "grpc": free_port(), port: serve.ports[port]}  # one of them is taken
     command = kxform_command(
         "serve",
         f"--transformer={MODEL}",
         "--predictor_host=127.0.0.1:1",
-        f"--http_port={serve.ports['http']}",
-        f"--grpc_port={free_port()}",
-        "--workers=2",
+        f"--http_port={ports['http']}",
+        f"--grpc_port={ports['grpc']}",
+        f"--workers={workers}",
     )
     done = subprocess.run(command, capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)
 
     assert done.returncode != 0
-    assert f"cannot listen on 0.0.0.0:{serve.ports['http']} (--http_port)" in done.stderr
+    if port == "grpc" or workers > 1:
+        assert f"cannot listen on 0.0.0.0:{serve.ports[port]} (--{port}_port)" in done.stderr
+    else:  # uvicorn's own line
+        assert f"error while attempting to bind on address ('0.0.0.0', {serve.ports[port]})" in done.stderr
     assert "Traceback" not in done.stderr

@@ -192,7 +192,11 @@ async def _start_grpc(
     server = grpc.aio.server(options=[*server_options(), ("grpc.so_reuseport", int(shared_port))])
     front = GrpcFront(registry, pool, enable_repository_api=settings.enable_model_repository_api)
     server.add_generic_rpc_handlers([front.handler()])
-    server.add_insecure_port(f"{settings.bind_address}:{settings.grpc_port}")
+    address = f"{settings.bind_address}:{settings.grpc_port}"
+    try:
+        server.add_insecure_port(address)
+    except RuntimeError:  # grpc says only "Failed to bind"
+        raise SystemExit(f"kxform serve: error: cannot listen on {address} (--grpc_port): it is in use") from None
     await server.start()
     return server
 
