@@ -26,7 +26,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--warmup", type=float, default=3.0, help="seconds of unmeasured load first (default: %(default)s)"
     )
-    parser.add_argument("--connections", type=int, default=8, help="concurrent connections (default: %(default)s)")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=8,
+        help="connections of the runs that set none; cifar10-1 also runs at 32 and 64 (default: %(default)s)",
+    )
     parser.add_argument("--cifar10-plugin", default="cifar10", help="kxform plugin for cifar10 (default: %(default)s)")
     parser.add_argument(
         "--imagenet-plugin", default="imagenet", help="kxform plugin for resnet50 (default: %(default)s)"

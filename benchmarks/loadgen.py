@@ -9,11 +9,12 @@ import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
 
 from .payloads import Payload
 
-__all__ = ["Load", "LoadResult", "require_wrk", "run_wrk", "send_once"]
+__all__ = ["Load", "LoadResult", "Reply", "require_wrk", "run_wrk", "send_once"]
 
 SCRIPT = Path(__file__).with_name("post.lua")
 _MARKER = "KXFORM_WRK_JSON "
@@ -21,11 +22,11 @@ _MARKER = "KXFORM_WRK_JSON "
 
 @dataclass(frozen=True, slots=True)
 class Load:
-    """The same for every implementation in a run: connections, duration, wrk threads, timeout."""
+    """How wrk drives one run: connections, duration, wrk threads, timeout."""
 
     connections: int = 8
     duration_s: float = 10.0
-    threads: int = 1  # one wrk thread drives 8 connections easily and leaves the 2 cores to the servers
+    threads: int = 1  # one wrk thread drives 64 connections easily and leaves the 2 cores to the servers
     timeout_s: float = 30.0
 
 
@@ -107,11 +108,25 @@ def run_wrk(base_url: str, payload: Payload, load: Load) -> LoadResult:
     return _parse(completed.stdout)
 
 
-def send_once(base_url: str, payload: Payload, timeout_s: float = 60.0) -> tuple[int, bytes]:
-    """One request with ``payload``: its status and body (checked before the load starts)."""
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One response: status, body and, for a V2 binary body, the length of its JSON header."""
+
+    status: int
+    body: bytes
+    header_length: int | None
+
+
+def _header_length(headers: Message) -> int | None:
+    value = headers.get("Inference-Header-Content-Length")
+    return None if value is None else int(value)
+
+
+def send_once(base_url: str, payload: Payload, timeout_s: float = 60.0) -> Reply:
+    """One request with ``payload`` (checked before the load starts)."""
     request = urllib.request.Request(base_url + payload.path, data=payload.body, headers=payload.headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return int(response.status), bytes(response.read())
+            return Reply(int(response.status), bytes(response.read()), _header_length(response.headers))
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+        return Reply(exc.code, exc.read(), None)

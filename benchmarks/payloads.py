@@ -1,16 +1,24 @@
-"""Request bodies, built once per scenario and replayed by the load generator unchanged."""
+"""Request bodies, built once per scenario and replayed by the load generator unchanged; replies decoded."""
 
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
 
-from kxform.codecs.dtypes import Array
+from kxform.codecs.dtypes import Array, numpy_dtype
 
-__all__ = ["Payload", "tensor_binary_payload", "v1_images_payload", "v2_images_payload"]
+__all__ = [
+    "Payload",
+    "decode_reply",
+    "tensor_binary_payload",
+    "triton_images_payload",
+    "v1_images_payload",
+    "v2_images_payload",
+]
 
 JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"
@@ -55,11 +63,28 @@ def _binary_body(inputs: list[dict[str, object]], raw: list[bytes], outputs: lis
     return json_header + b"".join(raw), len(json_header)
 
 
+def _bytes_elements(images: list[bytes]) -> bytes:
+    """BYTES elements in the binary tensor extension: each a 4-byte little-endian length, then the bytes."""
+    return b"".join(len(image).to_bytes(4, "little") + image for image in images)
+
+
 def v2_images_payload(model: str, input_name: str, images: list[bytes]) -> Payload:
     """A V2 REST request with one BYTES element per encoded image, in the binary tensor extension."""
-    raw = b"".join(len(image).to_bytes(4, "little") + image for image in images)
+    raw = _bytes_elements(images)
     entry = _binary_input(input_name, "BYTES", [len(images)], raw)
     body, length = _binary_body([entry], [raw], outputs=[])
+    return Payload(f"/v2/models/{model}/infer", body, OCTET_STREAM, length)
+
+
+def triton_images_payload(model: str, input_name: str, images: list[bytes], output_name: str) -> Payload:
+    """The same BYTES elements for a Triton model that batches them, binary in and out.
+
+    Such a model declares the input with ``dims: [1]`` (Triton has no scalar per batch item), so the
+    shape is ``[N, 1]``; the output comes back binary, as the ``triton`` run's does.
+    """
+    raw = _bytes_elements(images)
+    entry = _binary_input(input_name, "BYTES", [len(images), 1], raw)
+    body, length = _binary_body([entry], [raw], outputs=[output_name])
     return Payload(f"/v2/models/{model}/infer", body, OCTET_STREAM, length)
 
 
@@ -69,3 +94,19 @@ def tensor_binary_payload(model: str, input_name: str, tensor: Array, output_nam
     entry = _binary_input(input_name, "FP32", list(tensor.shape), raw)
     body, length = _binary_body([entry], [raw], outputs=[output_name])
     return Payload(f"/v2/models/{model}/infer", body, OCTET_STREAM, length)
+
+
+def decode_reply(body: bytes, header_length: int | None) -> Any:
+    """A reply's JSON; the numeric binary outputs of a V2 binary reply (``header_length`` given) as ``data`` lists."""
+    if header_length is None:
+        return orjson.loads(body)
+    header = orjson.loads(body[:header_length])
+    offset = header_length
+    for output in header.get("outputs", []):
+        size = output.get("parameters", {}).pop("binary_data_size", None)
+        if size is None:
+            continue
+        if output["datatype"] != "BYTES":  # only numbers are compared; strings stay undecoded
+            output["data"] = np.frombuffer(body[offset : offset + size], numpy_dtype(output["datatype"])).tolist()
+        offset += size
+    return header

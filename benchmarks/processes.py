@@ -1,11 +1,11 @@
-"""The servers under test, started as real processes on free ports: Triton, ``kxform serve``, the reference."""
+"""The servers under test, started as real processes on free ports: Triton, ``kxform serve``, kserve's."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -16,6 +16,7 @@ from kxform.testing import ServerProcess, free_port, start_serve, start_triton
 __all__ = ["ServerSpec", "Servers", "installed_plugins", "start_servers"]
 
 REFERENCE_SCRIPT = Path(__file__).with_name("reference_transformer.py")
+KSERVE_NOOP_SCRIPT = Path(__file__).with_name("kserve_noop.py")
 # The seeds' InferenceService gives the Triton predictor OMP_NUM_THREADS=1 ("critical for performance");
 # without it each model's torch spins 2 OpenMP threads that take CPU from everything else on 2 cores.
 TRITON_ENVIRONMENT = {"OMP_NUM_THREADS": "1"}
@@ -23,17 +24,19 @@ TRITON_ENVIRONMENT = {"OMP_NUM_THREADS": "1"}
 
 @dataclass(frozen=True, slots=True)
 class ServerSpec:
-    """A transformer process to start: ``kxform serve`` of a plugin, or the reference for a model.
+    """A transformer process to start: ``kxform serve`` of a plugin, the reference, or kserve's no-op model.
 
-    ``name`` is the plugin (kxform) or the ``--transform`` recipe (reference); ``model`` is the
-    Triton model the reference serves and forwards to (kxform's plugins name theirs).
+    ``name`` is the plugin (kxform), the ``--transform`` recipe (reference) or the model name clients
+    call (kserve-noop); ``model`` is the Triton model the reference serves and forwards to (kxform's
+    plugins name theirs). ``workers`` is ``kxform serve --workers``.
     """
 
     key: str
-    kind: Literal["kxform", "reference"]
+    kind: Literal["kxform", "reference", "kserve-noop"]
     name: str
     model: str = ""
     predictor_protocol: Literal["v2", "grpc-v2"] = "v2"
+    workers: int = 1
 
 
 def installed_plugins() -> set[str]:
@@ -45,19 +48,10 @@ def _predictor_host(triton: ServerProcess, protocol: str) -> str:
     return triton.grpc_url if protocol == "grpc-v2" else f"127.0.0.1:{triton.ports['http']}"
 
 
-def start_reference(spec: ServerSpec, triton: ServerProcess, log_dir: Path) -> ServerProcess:
-    """The seeds' transformer under kserve's ModelServer, forwarding V2 JSON to Triton over HTTP."""
+def _start_kserve_script(script: Path, arguments: list[str], spec: ServerSpec, log_dir: Path) -> ServerProcess:
+    """``script`` (a kserve.Model under kserve's ModelServer) on free ports, once it is ready."""
     ports = {"http": free_port(), "grpc": free_port()}
-    command = [
-        sys.executable,
-        str(REFERENCE_SCRIPT),
-        f"--model_name={spec.model}",
-        f"--predictor_host={_predictor_host(triton, 'v2')}",
-        "--predictor_protocol=v2",
-        f"--http_port={ports['http']}",
-        f"--grpc_port={ports['grpc']}",
-        f"--transform={spec.name}",
-    ]
+    command = [sys.executable, str(script), *arguments, f"--http_port={ports['http']}", f"--grpc_port={ports['grpc']}"]
     server = ServerProcess(command, log_dir / f"{spec.key}.log", ports)
     server.start()
     try:
@@ -68,10 +62,34 @@ def start_reference(spec: ServerSpec, triton: ServerProcess, log_dir: Path) -> S
     return server
 
 
+def start_reference(spec: ServerSpec, triton: ServerProcess, log_dir: Path) -> ServerProcess:
+    """The seeds' transformer under kserve's ModelServer, forwarding V2 JSON to Triton over HTTP."""
+    arguments = [
+        f"--model_name={spec.model}",
+        f"--predictor_host={_predictor_host(triton, 'v2')}",
+        "--predictor_protocol=v2",
+        f"--transform={spec.name}",
+    ]
+    return _start_kserve_script(REFERENCE_SCRIPT, arguments, spec, log_dir)
+
+
+def start_kserve_noop(spec: ServerSpec, triton: ServerProcess, log_dir: Path) -> ServerProcess:
+    """kserve's ModelServer with a model that answers a constant: it never calls ``triton``."""
+    return _start_kserve_script(KSERVE_NOOP_SCRIPT, [f"--model_name={spec.name}"], spec, log_dir)
+
+
 def start_kxform(spec: ServerSpec, triton: ServerProcess, log_dir: Path) -> ServerProcess:
-    """``kxform serve --transformer NAME`` in front of Triton over ``spec.predictor_protocol``."""
+    """``kxform serve --transformer NAME --workers N`` in front of Triton over ``spec.predictor_protocol``."""
     host = _predictor_host(triton, spec.predictor_protocol)
-    return start_serve([spec.name], host, log_dir, extra=[f"--predictor_protocol={spec.predictor_protocol}"])
+    extra = [f"--predictor_protocol={spec.predictor_protocol}", f"--workers={spec.workers}"]
+    return start_serve([spec.name], host, log_dir, extra=extra)
+
+
+_STARTERS: dict[str, Callable[[ServerSpec, ServerProcess, Path], ServerProcess]] = {
+    "kxform": start_kxform,
+    "reference": start_reference,
+    "kserve-noop": start_kserve_noop,
+}
 
 
 @contextlib.contextmanager
@@ -112,8 +130,7 @@ def start_servers(stack: contextlib.ExitStack, repository: Path, specs: list[Ser
     print(f"  triton: {' '.join(triton.command[1:])} (log: {triton.log_path})", flush=True)
     servers = Servers(triton, {})
     for spec in specs:
-        start = start_kxform if spec.kind == "kxform" else start_reference
-        server = start(spec, triton, log_dir)
+        server = _STARTERS[spec.kind](spec, triton, log_dir)
         stack.callback(server.stop)
         servers.transformers[spec.key] = server
         print(f"  {spec.key}: {' '.join(server.command[1:])} (log: {server.log_path})", flush=True)

@@ -1,4 +1,4 @@
-"""The results: a table, the kxform/reference ratios, the targets, as text, JSON and Markdown."""
+"""The results: a table, the kxform / other ratios, the issue's targets, as text, JSON and Markdown."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .scenarios import BUSY_CONNECTIONS, SATURATED_CONNECTIONS, WORKERS_IMPLEMENTATION
+
 __all__ = ["Measurement", "Ratio", "Report", "Target", "ratios", "targets"]
 
-RSS_LIMIT_MB = 250.0
-GRPC_TOLERANCE = 0.97  # "not slower": gRPC within 3% of HTTP counts, the spread of repeated runs here
+RSS_PER_WORKER_LIMIT_MB = 200.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,12 +21,14 @@ class Measurement:
 
     scenario: str
     implementation: str
+    connections: int
     rps: float
     p50_ms: float
     p99_ms: float
     errors: int
     requests: int
     peak_rss_mb: float | None  # the transformer process and its children; None for Triton itself
+    peak_worker_rss_mb: float | None  # the largest of those processes alone: one worker of --workers N
     cpu_ms_per_request: float | None  # CPU time of the transformer's processes per completed request
     triton_cpu_ms_per_request: float  # the same for Triton (server and model processes)
     triton_batch: float | None  # images per model execution in Triton (its dynamic batching)
@@ -62,8 +65,13 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["ratios"] = [asdict(ratio) for ratio in ratios(self.measurements)]
-        data["targets"] = [asdict(target) for target in targets(self.measurements)]
+        data["targets"] = [asdict(target) for target in targets(self.measurements, self.base_connections)]
         return data
+
+    @property
+    def base_connections(self) -> int:
+        """The connections of every run that does not set its own (``--connections``)."""
+        return int(self.load["connections"])
 
     def write_json(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,11 +84,11 @@ class Report:
                 "",
                 _table(self.measurements, markdown=False),
                 "",
-                "ratios (kxform / other, one run):",
-                *[f"  {ratio.name:<52} {ratio.value:8.2f}" for ratio in ratios(self.measurements)],
+                "ratios (one run; @N: at N connections):",
+                *[f"  {ratio.name:<60} {ratio.value:8.2f}" for ratio in ratios(self.measurements)],
                 "",
                 "targets:",
-                *[f"  {_target_line(target)}" for target in targets(self.measurements)],
+                *[f"  {_target_line(target)}" for target in targets(self.measurements, self.base_connections)],
                 *(["", "notes:", *[f"  - {note}" for note in self.notes]] if self.notes else []),
             ]
         )
@@ -95,13 +103,13 @@ class Report:
                 "",
                 _table(self.measurements, markdown=True),
                 "",
-                "| ratio (one run) | value |",
+                "| ratio (one run; @N: at N connections) | value |",
                 "|---|---|",
                 *[f"| {ratio.name} | {ratio.value:.2f} |" for ratio in ratios(self.measurements)],
                 "",
                 "| target | value | goal | met |",
                 "|---|---|---|---|",
-                *[_target_row(target) for target in targets(self.measurements)],
+                *[_target_row(target) for target in targets(self.measurements, self.base_connections)],
                 *(["", *[f"- {note}" for note in self.notes]] if self.notes else []),
                 "",
             ]
@@ -111,6 +119,7 @@ class Report:
 _COLUMNS = (
     "scenario",
     "implementation",
+    "conns",
     "req/s",
     "p50 ms",
     "p99 ms",
@@ -131,6 +140,7 @@ def _cells(m: Measurement) -> tuple[str, ...]:
     return (
         m.scenario,
         m.implementation,
+        str(m.connections),
         f"{m.rps:.1f}",
         f"{m.p50_ms:.2f}",
         f"{m.p99_ms:.2f}",
@@ -158,21 +168,11 @@ def _table(measurements: Sequence[Measurement], markdown: bool) -> str:
     )
 
 
-def _find(measurements: Sequence[Measurement], scenario: str, implementation: str) -> Measurement | None:
-    return next((m for m in measurements if (m.scenario, m.implementation) == (scenario, implementation)), None)
-
-
-def _quotient(
-    measurements: Sequence[Measurement],
-    scenario: str,
-    top: tuple[str, Callable[[Measurement], float]],
-    bottom: tuple[str, Callable[[Measurement], float]],
-) -> float | None:
-    """``top`` / ``bottom``, each an (implementation, metric) in ``scenario``; None if either is missing."""
-    upper, lower = _find(measurements, scenario, top[0]), _find(measurements, scenario, bottom[0])
-    if upper is None or lower is None or not bottom[1](lower):
-        return None
-    return top[1](upper) / bottom[1](lower)
+def _find(
+    measurements: Sequence[Measurement], scenario: str, connections: int, implementation: str
+) -> Measurement | None:
+    key = (scenario, connections, implementation)
+    return next((m for m in measurements if (m.scenario, m.connections, m.implementation) == key), None)
 
 
 def _rps(m: Measurement) -> float:
@@ -183,42 +183,41 @@ def _rss(m: Measurement) -> float:
     return m.peak_rss_mb or 0.0
 
 
-def _p50(m: Measurement) -> float:
-    return m.p50_ms
-
-
-def _p99(m: Measurement) -> float:
-    return m.p99_ms
-
-
-def _rps_ratio(measurements: Sequence[Measurement], scenario: str, top: str, bottom: str) -> float | None:
-    return _quotient(measurements, scenario, (top, _rps), (bottom, _rps))
+def _quotient(
+    upper: Measurement | None, lower: Measurement | None, metric: Callable[[Measurement], float]
+) -> float | None:
+    """``metric(upper) / metric(lower)``; None if either is missing or the divisor is 0."""
+    if upper is None or lower is None or not metric(lower):
+        return None
+    return metric(upper) / metric(lower)
 
 
 _RATIOS = (
-    ("kxform", "reference", _rps, "req/s"),
     ("kxform", "triton", _rps, "req/s"),
+    ("kxform", "triton-ensemble", _rps, "req/s"),
+    ("kxform", "reference", _rps, "req/s"),
+    ("kxform", "kserve-noop", _rps, "req/s"),
     ("kxform", "reference", _rss, "peak RSS"),
-    ("kxform-grpc", "reference", _rps, "req/s"),
-    ("kxform-grpc", "triton", _rps, "req/s"),
+    (WORKERS_IMPLEMENTATION, "triton-ensemble", _rps, "req/s"),
+    (WORKERS_IMPLEMENTATION, "kxform", _rps, "req/s"),
     ("kxform-grpc", "kxform", _rps, "req/s"),
 )
 
 
+def _label(scenario: str, connections: int) -> str:
+    return f"{scenario} @{connections}"
+
+
 def ratios(measurements: Sequence[Measurement]) -> list[Ratio]:
-    """kxform against the reference, Triton direct and itself over gRPC, scenario by scenario."""
+    """kxform against the anchors, the reference and its other configurations; per scenario and connections."""
     found = []
-    for scenario in dict.fromkeys(m.scenario for m in measurements):
+    for scenario, connections in dict.fromkeys((m.scenario, m.connections) for m in measurements):
         for top, bottom, metric, unit in _RATIOS:
-            value = _quotient(measurements, scenario, (top, metric), (bottom, metric))
+            upper, lower = (_find(measurements, scenario, connections, i) for i in (top, bottom))
+            value = _quotient(upper, lower, metric)
             if value is not None:
-                found.append(Ratio(f"{scenario}: {top} / {bottom} {unit}", value))
+                found.append(Ratio(f"{_label(scenario, connections)}: {top} / {bottom} {unit}", value))
     return found
-
-
-def _kxform_rss(measurements: Sequence[Measurement]) -> float | None:
-    values = [m.peak_rss_mb for m in measurements if m.implementation.startswith("kxform") and m.peak_rss_mb]
-    return max(values) if values else None
 
 
 def _at_least(name: str, value: float | None, goal: float) -> Target:
@@ -229,21 +228,65 @@ def _at_most(name: str, value: float | None, goal: float) -> Target:
     return Target(name, value, f"<= {goal:g}", None if value is None else value <= goal)
 
 
-def targets(measurements: Sequence[Measurement]) -> list[Target]:
-    """The issue's targets, each measured in this run."""
+def _kxform_runs(measurements: Sequence[Measurement]) -> list[Measurement]:
+    return [m for m in measurements if m.implementation.startswith("kxform")]
+
+
+def _over_triton(measurements: Sequence[Measurement], scenario: str, connections: int, goal: float) -> Target:
+    kxform, triton = (_find(measurements, scenario, connections, i) for i in ("kxform", "triton"))
+    return _at_least(
+        f"{_label(scenario, connections)}: kxform / Triton direct req/s", _quotient(kxform, triton, _rps), goal
+    )
+
+
+def _over_ensemble(measurements: Sequence[Measurement], scenario: str, connections: int) -> Target:
+    """kxform / triton-ensemble >= 1 with the faster of kxform and kxform-workersN, named in the target."""
+    found = [_find(measurements, scenario, connections, i) for i in ("kxform", WORKERS_IMPLEMENTATION)]
+    candidates = [m for m in found if m is not None]
+    best = max(candidates, key=_rps, default=None)
+    ensemble = _find(measurements, scenario, connections, "triton-ensemble")
+    name = f"{_label(scenario, connections)}: {best.implementation if best else 'kxform'} / triton-ensemble req/s"
+    if len(candidates) > 1:
+        name += f" (best of {', '.join(m.implementation for m in candidates)})"
+    return _at_least(name, _quotient(best, ensemble, _rps), 1.0)
+
+
+def _triton_batch(measurements: Sequence[Measurement]) -> float | None:
+    kxform = _find(measurements, "cifar10-1", BUSY_CONNECTIONS, "kxform")
+    return None if kxform is None else kxform.triton_batch
+
+
+def _tail(measurements: Sequence[Measurement]) -> float | None:
+    kxform = _find(measurements, "cifar10-1", SATURATED_CONNECTIONS, "kxform")
+    return None if kxform is None or not kxform.p50_ms else kxform.p99_ms / kxform.p50_ms
+
+
+def _errors(measurements: Sequence[Measurement]) -> float | None:
+    runs = _kxform_runs(measurements)
+    return float(sum(m.errors for m in runs)) if runs else None
+
+
+def _rss_per_worker(measurements: Sequence[Measurement]) -> float | None:
+    values = [m.peak_worker_rss_mb for m in _kxform_runs(measurements) if m.peak_worker_rss_mb]
+    return max(values) if values else None
+
+
+def targets(measurements: Sequence[Measurement], base: int) -> list[Target]:
+    """The issue's targets, each measured in this run; ``base`` is the connections of runs without their own."""
     m = measurements
-    p99_over_p50 = _quotient(m, "cifar10-1", ("kxform", _p99), ("reference", _p50))
     return [
-        _at_least("cifar10-1: kxform / reference req/s", _rps_ratio(m, "cifar10-1", "kxform", "reference"), 3),
-        _at_most("cifar10-1: kxform p99 / reference p50", p99_over_p50, 1),
-        _at_least("cifar10-8: kxform / reference req/s", _rps_ratio(m, "cifar10-8", "kxform", "reference"), 6),
-        _at_least("cifar10-1: kxform / Triton direct req/s", _rps_ratio(m, "cifar10-1", "kxform", "triton"), 0.4),
-        _at_most("kxform peak RSS under load, MB (all runs)", _kxform_rss(m), RSS_LIMIT_MB),
+        _over_triton(m, "cifar10-1", base, 0.5),
+        _over_triton(m, "cifar10-8", base, 0.8),
+        _over_triton(m, "imagenet-1", base, 0.97),
+        _over_ensemble(m, "cifar10-1", base),
+        _over_ensemble(m, "cifar10-1", BUSY_CONNECTIONS),
+        _over_ensemble(m, "imagenet-1", base),
         _at_least(
-            "imagenet-1: kxform-grpc / kxform (HTTP) req/s",
-            _rps_ratio(m, "imagenet-1", "kxform-grpc", "kxform"),
-            GRPC_TOLERANCE,
+            f"{_label('cifar10-1', BUSY_CONNECTIONS)}: Triton images per execution behind kxform", _triton_batch(m), 6
         ),
+        _at_most(f"{_label('cifar10-1', SATURATED_CONNECTIONS)}: kxform p99 / p50", _tail(m), 4),
+        _at_most("errors, all kxform runs", _errors(m), 0),
+        _at_most("kxform peak RSS per worker under load, MB (all runs)", _rss_per_worker(m), RSS_PER_WORKER_LIMIT_MB),
     ]
 
 
@@ -253,7 +296,7 @@ def _verdict(met: bool | None) -> str:
 
 def _target_line(target: Target) -> str:
     value = "-" if target.value is None else f"{target.value:.2f}"
-    return f"{target.name:<48} {value:>8}  (goal {target.goal})  {_verdict(target.met)}"
+    return f"{target.name:<90} {value:>8}  (goal {target.goal})  {_verdict(target.met)}"
 
 
 def _target_row(target: Target) -> str:

@@ -3,28 +3,36 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from kxform.plugins import load_plugin
 from kxform.testing import ServerProcess
 
 from .loadgen import Load, run_wrk, send_once
 from .machine import machine_facts
+from .payloads import decode_reply
 from .processes import TRITON_ENVIRONMENT, Servers, start_servers
 from .profiling import Profile, summarize
 from .report import Measurement, Report
-from .scenarios import Plugins, Run, Scenario, build_scenarios, server_specs
+from .repository import build_repository
+from .scenarios import BUSY_CONNECTIONS, SATURATED_CONNECTIONS, Plugins, Run, Scenario, build_scenarios, server_specs
 from .triton_metrics import read_counters
 from .usage import MachineCpu, ProcessUsage
 
 __all__ = ["Options", "run_benchmark"]
 
 OTHERS_LIMIT_CORES = 0.15  # more CPU than this used outside the benchmark during a run is noted
+# Whose outputs must equal kxform's for the same images: the independent implementations of the same
+# preprocessing (kserve-noop answers a constant; kxform-grpc and kxform-workersN run kxform's code).
+COMPARED = ("reference", "triton-ensemble")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +65,13 @@ def _v2_input_name(plugin: str) -> str:
 
 def _check_first_reply(session: _Session, scenario: Scenario, run: Run) -> None:
     """One request before the load: a failure is noted (the load's errors will show it too)."""
-    status, body = send_once(session.servers.get(run.server).http_url, run.payload)
-    if status != 200:
-        session.report.notes.append(f"{scenario.name}/{run.implementation}: first request got {status}: {body[:300]!r}")
+    reply = send_once(session.servers.get(run.server).http_url, run.payload)
+    if reply.status != 200:
+        note = f"{scenario.name}/{run.implementation}: first request got {reply.status}: {reply.body[:300]!r}"
+        session.report.notes.append(note)
         return
     with contextlib.suppress(ValueError):
-        session.replies[(scenario.name, run.implementation)] = json.loads(body)
+        session.replies[(scenario.name, run.implementation)] = decode_reply(reply.body, reply.header_length)
 
 
 def _pid(server: ServerProcess) -> int:
@@ -70,33 +79,39 @@ def _pid(server: ServerProcess) -> int:
     return server.process.pid
 
 
-def _load(options: Options, scenario: Scenario) -> Load:
-    return replace(options.load, duration_s=options.load.duration_s * scenario.duration_scale)
+def _load(options: Options, scenario: Scenario, run: Run) -> Load:
+    return replace(
+        options.load,
+        duration_s=options.load.duration_s * scenario.duration_scale,
+        connections=run.connections or options.load.connections,
+    )
 
 
 def _measure(session: _Session, scenario: Scenario, run: Run) -> Measurement:
     """Check one reply, warm up, then measure under load with the transformer's and Triton's usage."""
     server, triton = session.servers.get(run.server), session.servers.triton
-    load = _load(session.options, scenario)
+    load = _load(session.options, scenario, run)
     _check_first_reply(session, scenario, run)
     run_wrk(server.http_url, run.payload, replace(load, duration_s=session.options.warmup_s))
     metrics_url = f"http://127.0.0.1:{triton.ports['metrics']}/metrics"
-    counters = read_counters(metrics_url)
+    counters = read_counters(metrics_url, scenario.model)
     with MachineCpu() as machine, ProcessUsage(_pid(triton)) as triton_usage, ProcessUsage(_pid(server)) as usage:
         result = run_wrk(server.http_url, run.payload, load)
-    batch = read_counters(metrics_url).batch_since(counters)
+    batch = read_counters(metrics_url, scenario.model).batch_since(counters)
     served = max(result.requests, 1)
     transformer_cpu_s = usage.cpu_s if server is not triton else 0.0
     others_s = machine.busy_s - machine.own_s - triton_usage.cpu_s - transformer_cpu_s
     return Measurement(
         scenario=scenario.name,
         implementation=run.implementation,
+        connections=load.connections,
         rps=result.rps,
         p50_ms=result.p50_ms,
         p99_ms=result.p99_ms,
         errors=result.errors,
         requests=result.requests,
         peak_rss_mb=usage.peak_rss_mb if server is not triton else None,
+        peak_worker_rss_mb=usage.peak_process_rss_mb if server is not triton else None,
         cpu_ms_per_request=1000 * usage.cpu_s / served if server is not triton else None,
         triton_cpu_ms_per_request=1000 * triton_usage.cpu_s / served,
         triton_batch=batch,
@@ -108,7 +123,7 @@ def _profile(session: _Session, scenario: Scenario, run: Run) -> None:
     """py-spy on the transformer during another run of the same load; the summary goes in the report."""
     server = session.servers.get(run.server)
     path = session.options.results_dir / f"profile-{scenario.name}-{run.implementation}.txt"
-    load = _load(session.options, scenario)
+    load = _load(session.options, scenario, run)
     with Profile(_pid(server), load.duration_s, path.with_suffix(".collapsed")):
         result = run_wrk(server.http_url, run.payload, load)
     summary = f"{result.rps:.1f} req/s while profiled; " + summarize(path.with_suffix(".collapsed")).text()
@@ -117,22 +132,67 @@ def _profile(session: _Session, scenario: Scenario, run: Run) -> None:
     print(f"\nprofile {scenario.name}/{run.implementation} ({path}):\n{summary}", flush=True)
 
 
-def _numbers(value: Any) -> list[float] | None:
-    """The first list of numbers in a reply (the logits of its first image), depth first."""
+def _as_numbers(value: Any) -> list[float] | None:
     if isinstance(value, list) and value and all(isinstance(v, int | float) for v in value):
         return [float(v) for v in value]
+    return None
+
+
+def _as_probabilities(value: Any) -> list[float] | None:
+    """The probabilities of a top-k list, as the imagenet plugin replies: ``[{"class", "probability"}, ...]``."""
+    if isinstance(value, list) and value and all(isinstance(v, dict) and "probability" in v for v in value):
+        return [float(v["probability"]) for v in value]
+    return None
+
+
+def _first(value: Any, found: Callable[[Any], list[float] | None]) -> list[float] | None:
+    """What ``found`` finds first in a reply, depth first: the scores of its first image."""
+    if (here := found(value)) is not None:
+        return here
     children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-    return next((found for child in children if (found := _numbers(child)) is not None), None)
+    return next((result for child in children if (result := _first(child, found)) is not None), None)
+
+
+def _first_output_row(reply: dict[str, Any]) -> list[float] | None:
+    """The first image's values of a V2 reply's first output (its ``shape`` is a list of numbers too)."""
+    output = reply["outputs"][0]
+    data, shape = output.get("data"), output.get("shape", [])
+    return _as_numbers(data[: math.prod(shape[1:])] if data and len(shape) > 1 else data)
+
+
+def _scores(reply: Any) -> list[float] | None:
+    """The first image's logits in a reply, or else its top-k probabilities."""
+    if isinstance(reply, dict) and reply.get("outputs"):
+        return _first_output_row(reply)
+    logits = _first(reply, _as_numbers)
+    return logits if logits is not None else _first(reply, _as_probabilities)
+
+
+def _top_probabilities(logits: list[float], k: int) -> list[float]:
+    """The k largest softmax probabilities of ``logits``, largest first: logits made comparable to top-k replies."""
+    exponentials = np.exp(np.asarray(logits, dtype=np.float64) - max(logits))
+    return sorted((exponentials / exponentials.sum()).tolist(), reverse=True)[:k]
+
+
+def _max_difference(ours: list[float], theirs: list[float]) -> float | None:
+    """The largest difference of two replies' scores; logits against top-k probabilities as probabilities."""
+    if len(ours) < len(theirs):
+        theirs = _top_probabilities(theirs, len(ours))
+    if len(ours) != len(theirs):
+        return None
+    return max(abs(a - b) for a, b in zip(ours, theirs, strict=True))
 
 
 def _note_agreement(session: _Session, scenario: Scenario) -> None:
-    """Whether kxform and the reference computed the same outputs for the same images."""
-    ours, theirs = (_numbers(session.replies.get((scenario.name, i))) for i in ("kxform", "reference"))
-    if ours is None or theirs is None or len(ours) != len(theirs):
-        return
-    delta = max(abs(a - b) for a, b in zip(ours, theirs, strict=True))
-    verdict = "agree" if math.isclose(delta, 0.0, abs_tol=1e-3) else "DIFFER"
-    session.report.notes.append(f"{scenario.name}: kxform and reference outputs {verdict} (max |diff| {delta:.1e})")
+    """Whether kxform and the others of COMPARED computed the same outputs for the same images."""
+    ours = _scores(session.replies.get((scenario.name, "kxform")))
+    for other in COMPARED:
+        theirs = _scores(session.replies.get((scenario.name, other)))
+        delta = None if ours is None or theirs is None else _max_difference(ours, theirs)
+        if delta is None:
+            continue
+        verdict = "agree" if math.isclose(delta, 0.0, abs_tol=1e-3) else "DIFFER"
+        session.report.notes.append(f"{scenario.name}: kxform and {other} outputs {verdict} (max |diff| {delta:.1e})")
 
 
 def _run_scenario(session: _Session, scenario: Scenario) -> None:
@@ -142,14 +202,14 @@ def _run_scenario(session: _Session, scenario: Scenario) -> None:
         session.report.measurements.append(measurement)
         rss = "" if measurement.peak_rss_mb is None else f", peak RSS {measurement.peak_rss_mb:.0f} MB"
         print(
-            f"  {run.implementation:<12} {measurement.rps:8.1f} req/s  p50 {measurement.p50_ms:7.2f} ms  "
-            f"p99 {measurement.p99_ms:7.2f} ms  errors {measurement.errors}{rss}",
+            f"  {run.implementation:<16} {measurement.connections:3d} conns  {measurement.rps:8.1f} req/s  "
+            f"p50 {measurement.p50_ms:7.2f} ms  p99 {measurement.p99_ms:7.2f} ms  errors {measurement.errors}{rss}",
             flush=True,
         )
         if measurement.other_cores > OTHERS_LIMIT_CORES:
             session.report.notes.append(
-                f"{scenario.name}/{run.implementation}: other processes used {measurement.other_cores:.2f} cores "
-                "during the run; its numbers are lower than on a quiet machine"
+                f"{scenario.name}/{run.implementation} ({measurement.connections} connections): other processes used "
+                f"{measurement.other_cores:.2f} cores during the run; its numbers are lower than on a quiet machine"
             )
         time.sleep(1.0)  # let a slow server drain what the load left queued before the next run
     _note_agreement(session, scenario)
@@ -175,7 +235,8 @@ def _new_report(options: Options) -> Report:
             "wrk_threads": load.threads,
             "triton_environment": TRITON_ENVIRONMENT,
             "summary": (
-                f"wrk, {load.connections} connections, {load.duration_s:g} s per run "
+                f"wrk, {load.connections} connections (cifar10-1 also {BUSY_CONNECTIONS} and "
+                f"{SATURATED_CONNECTIONS}), {load.duration_s:g} s per run "
                 f"after {options.warmup_s:g} s of warm-up; Triton with "
                 + " ".join(f"{name}={value}" for name, value in TRITON_ENVIRONMENT.items())
                 + " as in the seeds' InferenceService"
@@ -195,12 +256,19 @@ def run_benchmark(options: Options) -> Report:
         )
         needed = {run.server for scenario in scenarios for run in scenario.runs}
         specs = [spec for spec in server_specs(options.plugins) if spec.key in needed]
-        print(f"starting Triton on {options.repository} and the transformers ...", flush=True)
-        servers = start_servers(stack, options.repository, specs, options.results_dir / "logs")
+        # One Triton for every implementation: the user's models and the ensembles (triton-ensemble) side by side.
+        repository = build_repository(
+            options.repository, Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kxform-bench-models-")))
+        )
+        print(
+            f"starting Triton on {options.repository} and the ensembles ({repository}), the transformers ...",
+            flush=True,
+        )
+        servers = start_servers(stack, repository, specs, options.results_dir / "logs")
         session = _Session(options, servers, report, {})
         for scenario in scenarios:
             _run_scenario(session, scenario)
         for scenario in scenarios if options.profile else []:
-            for run in (r for r in scenario.runs if r.implementation.startswith("kxform")):
+            for run in (r for r in scenario.runs if r.implementation.startswith("kxform") and r.connections is None):
                 _profile(session, scenario, run)
     return report

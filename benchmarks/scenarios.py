@@ -1,8 +1,11 @@
 """What is measured: each scenario is one request shape sent to several implementations in turn.
 
-Implementations: ``kxform`` (``kxform serve``, predictor over HTTP), ``kxform-grpc`` (the same
-over gRPC), ``reference`` (the seeds' hand-written transformer) and ``triton`` (Triton itself
-with the tensors a transformer would send: the ceiling).
+Implementations: ``kxform`` (``kxform serve``, predictor over HTTP), ``kxform-grpc`` (the same over
+gRPC), ``kxform-workersN`` (``--workers N``), ``reference`` (the seeds' hand-written transformer),
+``kserve-noop`` (kserve's ModelServer answering a constant: its framework ceiling), ``triton``
+(Triton itself with the tensors a transformer would send: the ceiling) and ``triton-ensemble``
+(Triton with the image bytes, decoded by a Python-backend model of an ensemble: what Triton users
+do instead of a transformer). cifar10-1 also runs at 32 and 64 connections.
 """
 
 from __future__ import annotations
@@ -12,15 +15,31 @@ from dataclasses import dataclass
 from kxform.codecs.dtypes import Array
 
 from .images import CIFAR10_PIPELINE, IMAGENET_PIPELINE, encoded_images, tensor_of
-from .payloads import Payload, tensor_binary_payload, v1_images_payload, v2_images_payload
+from .payloads import Payload, tensor_binary_payload, triton_images_payload, v1_images_payload, v2_images_payload
 from .processes import ServerSpec
 
-__all__ = ["Plugins", "Run", "Scenario", "build_scenarios", "server_specs"]
+__all__ = [
+    "BUSY_CONNECTIONS",
+    "SATURATED_CONNECTIONS",
+    "WORKERS_IMPLEMENTATION",
+    "Plugins",
+    "Run",
+    "Scenario",
+    "build_scenarios",
+    "server_specs",
+]
 
 CIFAR10_MODEL = "cifar10"
 IMAGENET_MODEL = "resnet50"
 TRITON_INPUT = "INPUT__0"
 TRITON_OUTPUT = "OUTPUT__0"
+ENSEMBLE_INPUT = "IMAGE"  # the BYTES input of the ensembles in ensemble/
+BUSY_CONNECTIONS = 32  # cifar10-1's extra load shapes: where batching should pay off...
+SATURATED_CONNECTIONS = 64  # ... and where queueing shows in the tail latency
+# `kxform serve --workers N` for the kxform-workersN run. 1 until `--workers` above 1 lands in
+# kxform serve (it refuses to start with more): then set 2, and the run is kxform-workers2.
+KXFORM_WORKERS = 2
+WORKERS_IMPLEMENTATION = f"kxform-workers{KXFORM_WORKERS}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,17 +52,19 @@ class Plugins:
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """One implementation under one scenario's load."""
+    """One implementation under one scenario's load, at ``connections`` (None: ``--connections``)."""
 
     implementation: str
     server: str  # "triton" or a ServerSpec key
     payload: Payload
+    connections: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
     name: str
     description: str
+    model: str  # the Triton model every run ends in: its batching is reported
     runs: tuple[Run, ...]
     duration_scale: float = 1.0  # slow scenarios run longer, so that their percentiles rest on enough requests
 
@@ -53,6 +74,8 @@ def server_specs(plugins: Plugins) -> list[ServerSpec]:
     specs = [
         ServerSpec("kxform-cifar10", "kxform", plugins.cifar10),
         ServerSpec("kxform-cifar10-grpc", "kxform", plugins.cifar10, predictor_protocol="grpc-v2"),
+        ServerSpec("kxform-cifar10-workers", "kxform", plugins.cifar10, workers=KXFORM_WORKERS),
+        ServerSpec("kserve-noop-cifar10", "kserve-noop", plugins.cifar10),  # called as kxform is
         ServerSpec("reference-cifar10", "reference", "cifar10", model=CIFAR10_MODEL),
         ServerSpec("reference-imagenet", "reference", "imagenet", model=IMAGENET_MODEL),
     ]
@@ -71,48 +94,96 @@ class _Family:
     name: str  # the suffix of the server keys: kxform-NAME, reference-NAME
     model: str  # the Triton model
     plugin: str | None
+    ensemble: str  # the ensemble of ensemble/ that ends in ``model``
 
 
-def _images_scenario(
-    name: str, description: str, family: _Family, images: list[bytes], tensor: Array, duration_scale: float = 1.0
-) -> Scenario:
-    """Triton (with the tensor), kxform over HTTP and gRPC and the reference (with the same V1 request)."""
-    runs = [Run("triton", "triton", tensor_binary_payload(family.model, TRITON_INPUT, tensor, TRITON_OUTPUT))]
-    if family.plugin is not None:
-        payload = v1_images_payload(family.plugin, images)
+@dataclass(frozen=True, slots=True)
+class _Requests:
+    """One scenario's request bodies: the tensor for Triton, the image bytes for the ensemble, V1 JSON."""
+
+    tensor: Payload
+    ensemble: Payload
+    v1: Payload | None  # None when no kxform plugin serves the family
+    reference: Payload
+
+
+def _requests(family: _Family, images: list[bytes], tensor: Array) -> _Requests:
+    return _Requests(
+        tensor=tensor_binary_payload(family.model, TRITON_INPUT, tensor, TRITON_OUTPUT),
+        ensemble=triton_images_payload(family.ensemble, ENSEMBLE_INPUT, images, TRITON_OUTPUT),
+        v1=None if family.plugin is None else v1_images_payload(family.plugin, images),
+        reference=v1_images_payload(family.model, images),
+    )
+
+
+def _images_runs(family: _Family, requests: _Requests, ensemble: bool) -> list[Run]:
+    """Triton (with the tensor), the ensemble if asked, kxform over HTTP and gRPC, the reference."""
+    runs = [Run("triton", "triton", requests.tensor)]
+    if ensemble:
+        runs.append(Run("triton-ensemble", "triton", requests.ensemble))
+    if requests.v1 is not None:
         runs += [
-            Run("kxform", f"kxform-{family.name}", payload),
-            Run("kxform-grpc", f"kxform-{family.name}-grpc", payload),
+            Run("kxform", f"kxform-{family.name}", requests.v1),
+            Run("kxform-grpc", f"kxform-{family.name}-grpc", requests.v1),
         ]
-    runs.append(Run("reference", f"reference-{family.name}", v1_images_payload(family.model, images)))
-    return Scenario(name, description, tuple(runs), duration_scale)
+    runs.append(Run("reference", f"reference-{family.name}", requests.reference))
+    return runs
+
+
+def _busier_runs(requests: _Requests, v1: Payload, connections: int) -> list[Run]:
+    """The two anchors and kxform at ``connections``."""
+    return [
+        Run("triton", "triton", requests.tensor, connections),
+        Run("triton-ensemble", "triton", requests.ensemble, connections),
+        Run("kxform", "kxform-cifar10", v1, connections),
+    ]
+
+
+def _cifar10_one_runs(family: _Family, requests: _Requests) -> list[Run]:
+    """cifar10-1: every implementation at the base connections, then the anchors and kxform busier."""
+    assert requests.v1 is not None  # cifar10 always has a plugin: the bench falls back to the tests' copy
+    workers = "kxform-cifar10-workers"
+    return [
+        *_images_runs(family, requests, ensemble=True),
+        Run(WORKERS_IMPLEMENTATION, workers, requests.v1),
+        Run("kserve-noop", "kserve-noop-cifar10", requests.v1),
+        *_busier_runs(requests, requests.v1, BUSY_CONNECTIONS),
+        Run(WORKERS_IMPLEMENTATION, workers, requests.v1, BUSY_CONNECTIONS),
+        *_busier_runs(requests, requests.v1, SATURATED_CONNECTIONS),
+    ]
 
 
 def build_scenarios(plugins: Plugins, v2_input: str) -> list[Scenario]:
     """The scenarios, in the order they run; ``v2_input`` is the cifar10 plugin's V2 input name."""
-    cifar10 = _Family("cifar10", CIFAR10_MODEL, plugins.cifar10)
-    imagenet = _Family("imagenet", IMAGENET_MODEL, plugins.imagenet)
+    cifar10 = _Family("cifar10", CIFAR10_MODEL, plugins.cifar10, "cifar10_ensemble")
+    imagenet = _Family("imagenet", IMAGENET_MODEL, plugins.imagenet, "resnet50_ensemble")
     small = encoded_images(8, 32, "PNG")
     large = encoded_images(1, 224, "JPEG")
+    one = _requests(cifar10, small[:1], tensor_of(small[:1], CIFAR10_PIPELINE))
+    eight = _requests(cifar10, small, tensor_of(small, CIFAR10_PIPELINE))
+    photo = _requests(imagenet, large, tensor_of(large, IMAGENET_PIPELINE))
     v2_payload = v2_images_payload(plugins.cifar10, v2_input, small[:1])
     return [
-        _images_scenario(
-            "cifar10-1", "cifar10, 1 image/request, V1 JSON", cifar10, small[:1], tensor_of(small[:1], CIFAR10_PIPELINE)
+        Scenario(
+            "cifar10-1", "cifar10, 1 image/request, V1 JSON", CIFAR10_MODEL, tuple(_cifar10_one_runs(cifar10, one))
         ),
-        _images_scenario(
-            "cifar10-8", "cifar10, 8 images/request, V1 JSON", cifar10, small, tensor_of(small, CIFAR10_PIPELINE)
+        Scenario(
+            "cifar10-8",
+            "cifar10, 8 images/request, V1 JSON",
+            CIFAR10_MODEL,
+            tuple(_images_runs(cifar10, eight, ensemble=False)),
         ),
         Scenario(
             "cifar10-1-v2",
             "cifar10, 1 image/request, V2 REST binary (one BYTES element)",
+            CIFAR10_MODEL,
             (Run("kxform", "kxform-cifar10", v2_payload), Run("kxform-grpc", "kxform-cifar10-grpc", v2_payload)),
         ),
-        _images_scenario(
+        Scenario(
             "imagenet-1",
             "resnet50, one 224x224 JPEG/request, V1 JSON",
-            imagenet,
-            large,
-            tensor_of(large, IMAGENET_PIPELINE),
+            IMAGENET_MODEL,
+            tuple(_images_runs(imagenet, photo, ensemble=True)),
             duration_scale=2.0,  # resnet50 on 2 CPU cores: ~13 req/s, even for Triton alone
         ),
     ]

@@ -1,4 +1,4 @@
-"""Triton's own counters: how many images it inferred and in how many model executions (the batch size)."""
+"""Triton's own counters: how many images a model inferred and in how many executions (the batch size)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from dataclasses import dataclass
 
 __all__ = ["TritonCounters", "read_counters"]
 
-_SAMPLE = re.compile(r"^(nv_inference_count|nv_inference_exec_count)\{[^}]*\} (\d+(?:\.\d+)?)$", re.MULTILINE)
+_SAMPLE = re.compile(
+    r"^(nv_inference_count|nv_inference_exec_count)\{[^}]*\bmodel=\"([^\"]*)\"[^}]*\} (\d+(?:\.\d+)?)$", re.MULTILINE
+)
 
 
 @dataclass(frozen=True, slots=True)
 class TritonCounters:
-    """Totals over all models: inferences (one per image) and executions (one per batch run)."""
+    """One model's totals: inferences (one per image) and executions (one per batch run)."""
 
     inferences: float
     executions: float
@@ -24,11 +26,15 @@ class TritonCounters:
         return (self.inferences - earlier.inferences) / executions if executions else None
 
 
-def read_counters(metrics_url: str) -> TritonCounters:
-    """Triton's Prometheus counters at ``metrics_url`` (``http://host:port/metrics``), summed over models."""
+def read_counters(metrics_url: str, model: str) -> TritonCounters:
+    """``model``'s Prometheus counters at ``metrics_url`` (``http://host:port/metrics``), summed over versions.
+
+    One model, not all: behind an ensemble, the ensemble and its preprocessing model count too.
+    """
     with urllib.request.urlopen(metrics_url, timeout=10) as response:
         text = response.read().decode()
     totals = {"nv_inference_count": 0.0, "nv_inference_exec_count": 0.0}
-    for name, value in _SAMPLE.findall(text):
-        totals[name] += float(value)
+    for name, sample_model, value in _SAMPLE.findall(text):
+        if sample_model == model:
+            totals[name] += float(value)
     return TritonCounters(totals["nv_inference_count"], totals["nv_inference_exec_count"])

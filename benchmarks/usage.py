@@ -18,14 +18,19 @@ def _tree(process: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-def _rss(tree: list[psutil.Process]) -> int:
-    total = 0
+def _member_rss(tree: list[psutil.Process]) -> list[int]:
+    """The resident bytes of each live member (a member that exits mid-sample drops out)."""
+    sizes = []
     for member in tree:
         try:
-            total += member.memory_info().rss
+            sizes.append(member.memory_info().rss)
         except psutil.NoSuchProcess:
             continue
-    return total
+    return sizes
+
+
+def _rss(tree: list[psutil.Process]) -> int:
+    return sum(_member_rss(tree))
 
 
 def _cpu_seconds(tree: list[psutil.Process]) -> dict[int, float]:
@@ -41,10 +46,11 @@ def _cpu_seconds(tree: list[psutil.Process]) -> dict[int, float]:
 
 
 class ProcessUsage:
-    """``with ProcessUsage(pid) as usage: <load>``; then ``usage.peak_rss_mb`` and ``usage.cpu_s``.
+    """``with ProcessUsage(pid) as usage: <load>``; then ``usage.peak_rss_mb``, ``peak_process_rss_mb``, ``cpu_s``.
 
-    RSS is the sum over the process and its descendants, sampled every ``interval_s``; CPU is the
-    user + system time the same processes spent between entering and leaving the block.
+    RSS is the sum over the process and its descendants, sampled every ``interval_s``, and the largest
+    of them alone (one worker of several); CPU is the user + system time the same processes spent
+    between entering and leaving the block.
     """
 
     def __init__(self, pid: int, interval_s: float = 0.05) -> None:
@@ -54,15 +60,22 @@ class ProcessUsage:
         self._thread = threading.Thread(target=self._sample, name=f"usage-{pid}", daemon=True)
         self._cpu_start: dict[int, float] = {}
         self.peak_bytes = 0
+        self.peak_process_bytes = 0
         self.cpu_s = 0.0
 
     @property
     def peak_rss_mb(self) -> float:
         return self.peak_bytes / 2**20
 
+    @property
+    def peak_process_rss_mb(self) -> float:
+        return self.peak_process_bytes / 2**20
+
     def _sample(self) -> None:
         while True:
-            self.peak_bytes = max(self.peak_bytes, _rss(_tree(self._process)))
+            sizes = _member_rss(_tree(self._process))
+            self.peak_bytes = max(self.peak_bytes, sum(sizes))
+            self.peak_process_bytes = max(self.peak_process_bytes, *sizes, 0)
             if self._stop.wait(self._interval_s):
                 return
 

@@ -96,8 +96,9 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from kxform.server import configure_logging, serve
+    from kxform.logs import configure_logging
     from kxform.settings import serve_settings
+    from kxform.workers import serve
 
     try:
         settings = serve_settings(args)

@@ -1,7 +1,7 @@
 """``kxform serve``: the plugins as ``TransformerModel``s behind kxform's own HTTP and gRPC fronts.
 
-    serve(settings) -> --workers N > 1: kxform.workers.supervise runs N serve_process children
-    serve_process -> limits configured -> plugins loaded (errors name the entry point)
+    serve_process (one process; kxform.workers.serve runs N of them for --workers N)
+      -> limits configured -> plugins loaded (errors name the entry point)
       -> one event loop: uvicorn running kxform.front.http.HttpFront, grpc.aio running GrpcFront
       -> SIGTERM/SIGINT: stop accepting, finish in-flight requests (and their batches), close the predictor
 
@@ -35,7 +35,7 @@ from kxform.predictor import PredictorClient, create_predictor
 from kxform.registry import Registry
 from kxform.settings import ServeSettings
 
-__all__ = ["Shared", "configure_logging", "serve", "serve_process"]
+__all__ = ["Shared", "serve_process"]
 
 logger = logging.getLogger(__name__)
 _GRACE_SECONDS = 10.0
@@ -92,22 +92,6 @@ class _Server(uvicorn.Server):
         await super().startup(sockets)
         if self.started:
             self.on_ready()
-
-
-def configure_logging(level: str) -> None:
-    """kxform's loggers at ``level``, everyone else's at WARNING; one line per record."""
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    logging.getLogger("kxform").setLevel(level)
-
-
-def serve(settings: ServeSettings) -> int:
-    """Run the server until SIGINT/SIGTERM, then drain; ``--workers N`` runs N of it under a supervisor."""
-    if settings.workers > 1:
-        from kxform.workers import supervise
-
-        return supervise(settings)
-    serve_process(settings)
-    return 0
 
 
 def serve_process(

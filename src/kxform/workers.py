@@ -1,5 +1,6 @@
-"""``kxform serve --workers N``: N serving processes on the same ports, supervised by this one.
+"""``kxform serve``: one serving process, or with ``--workers N`` N of them on the same ports, supervised.
 
+    serve(settings) -> 1 worker: kxform.server.serve_process here
     supervise(settings)
       -> HTTP port bound and listening here (a port in use fails now, in one line); gRPC port checked
       -> Prometheus multiprocess directory (every worker's /metrics shows the sum of all workers)
@@ -9,8 +10,8 @@
          (a plugin that cannot load will not load the second time either): exit 1
       -> SIGTERM/SIGINT: SIGTERM to every worker, each drains its requests; exit 0
 
-The supervisor loads no plugin and serves nothing itself: it stays small, and a bug in a request
-cannot take it down. Workers die with it (``PR_SET_PDEATHSIG``), so a killed supervisor leaves no
+The supervisor imports neither kserve nor a plugin and serves nothing itself: it stays small, and a
+bug in a request cannot take it down. Workers die with it (``PR_SET_PDEATHSIG``), so a killed supervisor leaves no
 orphan holding the ports.
 """
 
@@ -33,9 +34,10 @@ from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Event
 from types import FrameType
 
+from kxform.logs import configure_logging
 from kxform.settings import ServeSettings
 
-__all__ = ["supervise"]
+__all__ = ["serve", "supervise"]
 
 logger = logging.getLogger(__name__)
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -50,6 +52,16 @@ class _Worker:
     process: SpawnProcess
     ready: Event
     started_at: float
+
+
+def serve(settings: ServeSettings) -> int:
+    """Serve until SIGINT/SIGTERM, then drain; the exit status."""
+    if settings.workers == 1:
+        from kxform.server import serve_process
+
+        serve_process(settings)
+        return 0
+    return supervise(settings)
 
 
 def supervise(settings: ServeSettings) -> int:
@@ -174,7 +186,7 @@ def _worker_main(settings: ServeSettings, http_socket: socket.socket, ready: Eve
     """A child: die with the supervisor, Ctrl-C is the supervisor's to handle, then serve."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from kxform.server import configure_logging, serve_process
+    from kxform.server import serve_process
 
     configure_logging(settings.log_level)
     serve_process(settings, http_socket, on_ready=ready.set)
