@@ -36,8 +36,7 @@ TRITON_OUTPUT = "OUTPUT__0"
 ENSEMBLE_INPUT = "IMAGE"  # the BYTES input of the ensembles in ensemble/
 BUSY_CONNECTIONS = 32  # cifar10-1's extra load shapes: where batching should pay off...
 SATURATED_CONNECTIONS = 64  # ... and where queueing shows in the tail latency
-# `kxform serve --workers N` for the kxform-workersN run. 1 until `--workers` above 1 lands in
-# kxform serve (it refuses to start with more): then set 2, and the run is kxform-workers2.
+# `kxform serve --workers N` for the kxform-workersN run: one per core of this 2-core machine.
 KXFORM_WORKERS = 2
 WORKERS_IMPLEMENTATION = f"kxform-workers{KXFORM_WORKERS}"
 
