@@ -188,8 +188,16 @@ def open_image(data: bytes, field: str) -> Image.Image:
     return _upright(image, field)
 
 
+# Where Pillow's getexif() finds an orientation (EXIF, ImageMagick's PNG text, XMP; TIFF has tag_v2).
+_ORIENTATION_SOURCES = ("exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp")
+# Modes whose pixels are bytes, one per channel: read straight from tobytes(), the cheapest copy.
+_BYTE_CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4}
+
+
 def _upright(image: Image.Image, field: str) -> Image.Image:
     """The image turned as its EXIF orientation says; an unreadable orientation tag is ignored, as viewers do."""
+    if not hasattr(image, "tag_v2") and not any(key in image.info for key in _ORIENTATION_SOURCES):
+        return image  # nothing says how it is turned (most PNGs): skip Pillow's EXIF parsing
     try:
         ImageOps.exif_transpose(image, in_place=True)
     except (struct.error, OSError, SyntaxError, ValueError, TypeError, KeyError, IndexError) as exc:
@@ -276,6 +284,9 @@ def _pixels(image: Image.Image, field: str) -> Array:
     """The image's pixels as a height x width x channels uint8 array."""
     if image.mode == "1":  # torchvision scales bilevel images to 0/255 too
         image = image.convert("L")
+    channels = _BYTE_CHANNELS.get(image.mode)
+    if channels is not None:
+        return np.frombuffer(image.tobytes(), np.uint8).reshape(image.height, image.width, channels)
     pixels = np.asarray(image)
     if pixels.dtype != np.uint8:
         raise DecodeError(

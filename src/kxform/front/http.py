@@ -114,20 +114,20 @@ class HttpFront:
     def _routes(self, repository_api: bool) -> list[_Route]:
         model = r"(?P<model>[^/:]+)"
         version = r"(?:/versions/(?P<version>[^/]+))?"
-        routes = [
+        routes = [  # the inference routes first: they are most of the traffic (no two patterns overlap)
+            _Route(re.compile(rf"/v1/models/{model}:predict"), {"POST": self.v1_predict}),
+            _Route(re.compile(rf"/v2/models/{model}{version}/infer"), {"POST": self.v2_infer}),
             _Route(re.compile(r"/"), {"GET": self.root}, False),
             _Route(re.compile(r"/v2/health/live"), {"GET": self.live}, False),
             _Route(re.compile(r"/v2/health/ready"), {"GET": self.ready}, False),
             _Route(re.compile(r"/metrics"), {"GET": self.metrics}, False),
             _Route(re.compile(r"/v1/models"), {"GET": self.v1_models}, False),
             _Route(re.compile(rf"/v1/models/{model}"), {"GET": self.v1_model_status}),
-            _Route(re.compile(rf"/v1/models/{model}:predict"), {"POST": self.v1_predict}),
             _Route(re.compile(rf"/v1/models/{model}:explain"), {"POST": self.v1_explain}),
             _Route(re.compile(r"/v2"), {"GET": self.server_metadata}, False),
             _Route(re.compile(r"/v2/models"), {"GET": self.v1_models}, False),
             _Route(re.compile(rf"/v2/models/{model}{version}"), {"GET": self.model_metadata}),
             _Route(re.compile(rf"/v2/models/{model}{version}/ready"), {"GET": self.model_ready}),
-            _Route(re.compile(rf"/v2/models/{model}{version}/infer"), {"POST": self.v2_infer}),
         ]
         if repository_api:
             routes += [
