@@ -246,3 +246,26 @@ def test_any_mix_of_requests_gets_its_own_rows_in_order_and_no_call_exceeds_the_
     results = asyncio.run(scenario())
     for request, result in zip(requests, results, strict=True):
         np.testing.assert_allclose(result["OUTPUT__0"], own_sums(request), rtol=1e-5)
+
+
+async def test_an_idle_kind_leaves_no_queue_behind() -> None:
+    batcher = Batcher(RowSums(), max_delay_us=WAIT_FOREVER_US)
+    model = spec(dims=(-1,))
+
+    await infer_all(batcher, model, [rows(1, seed, (width,)) for seed, width in enumerate(range(1, 40))])
+
+    assert batcher._queues == {}  # one per shape while in use; dynamic shapes must not pile them up
+
+
+async def test_close_cancels_calls_that_outlast_the_grace_period_and_their_members_end() -> None:
+    predictor = RowSums()
+    predictor.gate = asyncio.Event()  # never set: the predictor hangs
+    batcher = Batcher(predictor, max_delay_us=WAIT_FOREVER_US)
+    waiting = [asyncio.ensure_future(batcher.infer(spec(), rows(1, s), ["OUTPUT__0"], "")) for s in range(3)]
+    await settle()
+
+    await asyncio.wait_for(batcher.close(timeout=0.05), HANG_GUARD_SECONDS)
+
+    done, _ = await asyncio.wait(waiting, timeout=HANG_GUARD_SECONDS)
+    assert done == set(waiting)
+    assert all(future.cancelled() for future in waiting)

@@ -74,7 +74,8 @@ def test_serve_takes_a_worker_count_or_auto_and_rejects_anything_else(capsys: py
 
     assert parse_args(["serve", "--transformer", "x", "--workers", "4"]).workers == 4
     assert parse_args(["serve", "--transformer", "x", "--workers", "auto"]).workers == available_cpus() >= 1
-    for bad in ("0", "-1", "two"):
+    assert parse_args(["serve", "--transformer", "x", "--workers", "0"]).workers == 1  # kserve's 0: one
+    for bad in ("-1", "two", "1.5"):
         with pytest.raises(SystemExit):
             parse_args(["serve", "--transformer", "x", "--workers", bad])
         assert "positive number of workers or 'auto'" in capsys.readouterr().err

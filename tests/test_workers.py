@@ -179,3 +179,33 @@ def test_a_port_in_use_is_one_line_naming_the_flag(serve: ServerProcess, port: s
     else:  # uvicorn's own line
         assert f"error while attempting to bind on address ('0.0.0.0', {serve.ports[port]})" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(
+    subprocess.run(["unshare", "--pid", "--fork", "true"], capture_output=True).returncode != 0,
+    reason="needs unshare(1) and the right to make a PID namespace (root)",
+)
+def test_workers_serve_when_the_supervisor_is_pid_1(triton: ServerProcess, tmp_path: Path) -> None:
+    # As in a container whose entrypoint is `kxform serve --workers 2` (no init process).
+    ports = {"http": free_port(), "grpc": free_port()}
+    command = [
+        "unshare",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        *kxform_command(
+            "serve",
+            f"--transformer={MODEL}",
+            f"--predictor_host=127.0.0.1:{triton.ports['http']}",
+            f"--http_port={ports['http']}",
+            f"--grpc_port={ports['grpc']}",
+            "--workers=2",
+        ),
+    ]
+    server = ServerProcess(command, tmp_path / "pid1.log", ports)
+    server.start()
+    try:
+        server.wait_ready(timeout=HANG_GUARD_SECONDS)
+        assert predict(server, 4) == 200
+    finally:
+        server.stop()

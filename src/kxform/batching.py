@@ -58,6 +58,7 @@ class _Member:
 class _Queue:
     """The waiting requests of one predictor model and input kind."""
 
+    kind: Kind
     spec: ModelSpec
     outputs: tuple[str, ...]
     members: deque[_Member] = field(default_factory=deque)
@@ -107,7 +108,7 @@ class Batcher:
         )
         queue = self._queues.get(kind)
         if queue is None or (queue.spec is not spec and queue.spec != spec):  # re-read after an outage
-            queue = self._queues[kind] = _Queue(spec, outputs)
+            queue = self._queues[kind] = _Queue(kind, spec, outputs)
         return queue
 
     def _schedule(self, queue: _Queue, loop: asyncio.AbstractEventLoop) -> None:
@@ -142,16 +143,20 @@ class Batcher:
 
     def _dispatch(self, queue: _Queue, batch: list[_Member]) -> None:
         loop = asyncio.get_running_loop()
-        now = loop.time()
-        model = queue.spec.name
-        child(BATCH_SIZE, model).observe(sum(member.rows for member in batch))
-        for member in batch:
-            child(BATCH_QUEUE_SECONDS, model).observe(now - member.queued_at)
         queue.in_flight += 1
         if queue.timer is not None:
             queue.timer.cancel()
             queue.timer = None
-        task = loop.create_task(self._call(queue, batch))
+        try:
+            now = loop.time()
+            child(BATCH_SIZE, queue.spec.name).observe(sum(member.rows for member in batch))
+            for member in batch:
+                child(BATCH_QUEUE_SECONDS, queue.spec.name).observe(now - member.queued_at)
+            task = loop.create_task(self._call(queue, batch))
+        except BaseException as exc:  # the members left the queue: none may be left waiting
+            queue.in_flight -= 1
+            _fail(batch, exc)
+            raise
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -164,10 +169,15 @@ class Batcher:
                 self._flush(queue, full_only=False)
                 if queue.members:
                     self._schedule(queue, asyncio.get_running_loop())
+            elif queue.in_flight == 0 and self._queues.get(queue.kind) is queue:
+                del self._queues[queue.kind]  # idle: dynamic shapes must not pile up queues
 
     async def _send(self, queue: _Queue, batch: list[_Member]) -> None:
-        inputs = _concatenate([member.inputs for member in batch])
+        batch = [member for member in batch if not member.future.done()]  # cancelled meanwhile
+        if not batch:
+            return
         try:
+            inputs = _concatenate([member.inputs for member in batch])
             outputs = await self.predictor.infer(queue.spec.name, inputs, queue.outputs, batch[0].request_id)
             parts = _split(outputs, [member.rows for member in batch], queue.spec.name)
         except RequestError as exc:
@@ -178,23 +188,35 @@ class Batcher:
             logger.info("predictor rejected a batch of %d requests (%s); sending each alone", len(batch), exc.message)
             await asyncio.gather(*(self._send(queue, [member]) for member in batch))
             return
-        except Exception as exc:
+        except BaseException as exc:  # cancelled (shutdown) or anything else: every member learns of it
             _fail(batch, exc)
+            if not isinstance(exc, Exception):
+                raise
             return
         for member, part in zip(batch, parts, strict=True):
             if not member.future.done():
                 member.future.set_result(part)
 
-    async def close(self) -> None:
-        """Wait for the calls in flight (SIGTERM drains requests; their members are still waiting)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def close(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for the calls in flight (their requests are draining), then cancel the rest."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._tasks:  # a call that returns may start the next batch: wait for those too
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                for task in self._tasks:
+                    task.cancel()
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+                return
+            await asyncio.wait(set(self._tasks), timeout=left)
 
 
 def _fail(batch: list[_Member], exc: BaseException) -> None:
     for member in batch:
         if not member.future.done():
-            member.future.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                member.future.cancel()
+            else:
+                member.future.set_exception(exc)
 
 
 def _concatenate(parts: list[Mapping[str, Array]]) -> dict[str, Array]:

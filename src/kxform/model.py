@@ -81,7 +81,6 @@ class TransformerModel(kserve.Model):  # type: ignore[misc]  # kserve ships no t
         self.inline_max_bytes = inline_max_bytes
         self._spec: ModelSpec | None = None
         self._spec_lock = asyncio.Lock()
-        self._closing: asyncio.Task[None] | None = None
         self.ready = True  # this process can serve; whether the predictor can is `healthy()`
 
     async def model_spec(self) -> ModelSpec:
@@ -107,13 +106,9 @@ class TransformerModel(kserve.Model):  # type: ignore[misc]  # kserve ships no t
         self._spec = None
 
     def stop(self) -> None:
-        """kserve unloads models on SIGTERM: close the predictor's connections on the serving loop."""
+        """Unloaded (repository API, or shutdown): not ready. The predictor client is the process's, shared
+        with the other transformers; the server closes it when it stops."""
         self.ready = False
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # no loop (never served): nothing was opened
-        self._closing = loop.create_task(self.predictor.close())
 
     async def healthy(self) -> bool:
         """Ready when the predictor model is ready and described; an outage makes the spec stale."""

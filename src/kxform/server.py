@@ -74,10 +74,17 @@ class _Server(uvicorn.Server):
     supervisor turns it into one SIGTERM per worker (a second signal would make uvicorn stop at once).
     """
 
-    def __init__(self, config: uvicorn.Config, signals: tuple[int, ...], on_ready: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        signals: tuple[int, ...],
+        on_ready: Callable[[], None],
+        on_stop: Callable[[], None],
+    ) -> None:
         super().__init__(config)
         self.stop_signals = signals
         self.on_ready = on_ready
+        self.on_stop = on_stop
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -92,6 +99,10 @@ class _Server(uvicorn.Server):
         await super().startup(sockets)
         if self.started:
             self.on_ready()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.on_stop()  # the other front drains at the same time, not after this one
+        await super().shutdown(sockets)
 
 
 def serve_process(
@@ -133,6 +144,12 @@ async def _serve(
     in_group = http_socket is not None
     grpc_server = await _start_grpc(settings, registry, shared.pool, in_group) if settings.enable_grpc else None
     stop_signals = (signal.SIGTERM,) if in_group else (signal.SIGINT, signal.SIGTERM)
+    grpc_stopped: list[asyncio.Task[None]] = []
+
+    def stop_grpc() -> None:
+        if grpc_server is not None and not grpc_stopped:
+            grpc_stopped.append(asyncio.get_running_loop().create_task(grpc_server.stop(grace=_GRACE_SECONDS)))
+
     http = _Server(
         uvicorn.Config(
             HttpFront(registry, enable_repository_api=repository_api),
@@ -147,6 +164,7 @@ async def _serve(
         ),
         stop_signals,
         on_ready,
+        stop_grpc,
     )
     logger.info(
         "kxform serve: %s on HTTP %s:%d%s, predictor %s (%s)%s",
@@ -161,9 +179,9 @@ async def _serve(
     try:
         await http.serve(sockets=[http_socket] if http_socket is not None else None)
     finally:
-        if grpc_server is not None:
-            await grpc_server.stop(grace=_GRACE_SECONDS)
-        await shared.batcher.close()
+        stop_grpc()  # also when uvicorn did not start
+        await asyncio.gather(*grpc_stopped, return_exceptions=True)
+        await shared.batcher.close(timeout=_GRACE_SECONDS)
         await shared.predictor.close()
         shared.pool.shutdown()
         logger.info("kxform serve: stopped")

@@ -41,9 +41,9 @@ def parse_workers(text: str) -> int:
     value = text.strip().lower()
     if value == "auto":
         return available_cpus()
-    if not value.isdigit() or int(value) < 1:
+    if not value.isdigit():
         raise argparse.ArgumentTypeError(f"expected a positive number of workers or 'auto', got {text!r}")
-    return int(value)
+    return max(1, int(value))  # 0, as kserve's ModelServer takes it (Knative's unlimited concurrency): one
 
 
 def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:

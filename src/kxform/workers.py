@@ -2,12 +2,13 @@
 
     serve(settings) -> 1 worker: kxform.server.serve_process here
     supervise(settings)
-      -> HTTP port bound and listening here (a port in use fails now, in one line); gRPC port checked
+      -> HTTP port bound here (a port in use fails now, in one line; workers listen); gRPC port checked
       -> Prometheus multiprocess directory (every worker's /metrics shows the sum of all workers)
       -> N children (spawned: no plugin, torch or thread is ever forked), each serve_process(settings,
          the listening socket) sharing the gRPC port through SO_REUSEPORT
-      -> a worker that dies after it served is replaced; one that dies before it served stops them all
-         (a plugin that cannot load will not load the second time either): exit 1
+      -> a worker that dies is replaced (after a pause that grows while replacements keep dying young);
+         a first worker that dies before it served stops them all (a plugin that cannot load will not
+         load the second time either): exit 1
       -> SIGTERM/SIGINT: SIGTERM to every worker, each drains its requests; exit 0
 
 The supervisor imports neither kserve nor a plugin and serves nothing itself: it stays small, and a
@@ -35,15 +36,16 @@ from multiprocessing.synchronize import Event
 from types import FrameType
 
 from kxform.logs import configure_logging
-from kxform.settings import ServeSettings
+from kxform.settings import ServeSettings, available_cpus
 
 __all__ = ["serve", "supervise"]
 
 logger = logging.getLogger(__name__)
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 _STOP_GRACE_SECONDS = 20.0  # a worker drains for up to 10 s (kxform.server) before it is killed
-_RESTART_PAUSE_SECONDS = 1.0  # between replacing workers that keep dying: no busy crash loop
-_BACKLOG = 2048
+_RESTART_PAUSE_SECONDS = 1.0  # before replacing a worker that died young; doubles each time, up to:
+_RESTART_PAUSE_MAX_SECONDS = 30.0
+_YOUNG_SECONDS = 10.0  # a worker that served longer than this was not crash-looping
 
 
 @dataclass
@@ -52,6 +54,7 @@ class _Worker:
     process: SpawnProcess
     ready: Event
     started_at: float
+    replacement: bool  # False for the first worker of its index: dying before serving then is fatal
 
 
 def serve(settings: ServeSettings) -> int:
@@ -66,7 +69,15 @@ def serve(settings: ServeSettings) -> int:
 
 def supervise(settings: ServeSettings) -> int:
     """Run ``settings.workers`` serving processes until SIGTERM/SIGINT; the exit status of the group."""
-    http_socket = _listen(settings.bind_address, settings.http_port)
+    cpus = available_cpus()
+    if settings.workers > cpus:
+        logger.warning(
+            "kxform serve: %d workers on %d CPUs: each worker holds its own plugins (memory) and they share the "
+            "CPUs; --workers auto starts one per CPU",
+            settings.workers,
+            cpus,
+        )
+    http_socket = _bind(settings.bind_address, settings.http_port)
     if settings.enable_grpc:
         _check_free(settings.bind_address, settings.grpc_port, "--grpc_port")
     metrics_dir = tempfile.mkdtemp(prefix="kxform-metrics-")
@@ -89,12 +100,14 @@ class _Supervisor:
         self.stopping = False
         self.wakeup_reader, self.wakeup_writer = socket.socketpair()
         self.wakeup_writer.setblocking(False)
+        self.young_deaths = 0
 
     def run(self) -> int:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             for index in range(self.count):
-                self._start(index)
+                if not self.stopping:
+                    self._start(index, replacement=False)
             logger.info(
                 "kxform serve: %d workers on HTTP %s:%d (supervisor pid %d)",
                 self.count,
@@ -115,15 +128,15 @@ class _Supervisor:
         with contextlib.suppress(OSError):
             self.wakeup_writer.send(b"\0")
 
-    def _start(self, index: int) -> None:
+    def _start(self, index: int, *, replacement: bool) -> None:
         ready = self.context.Event()
         process = self.context.Process(
             target=_worker_main,
-            args=(self.settings, self.http_socket, ready, index),
+            args=(self.settings, self.http_socket, ready, index, os.getpid()),
             name=f"kxform-worker-{index}",
         )
         process.start()
-        self.workers[index] = _Worker(index, process, ready, time.monotonic())
+        self.workers[index] = _Worker(index, process, ready, time.monotonic(), replacement)
         logger.info("worker %d started (pid %s)", index, process.pid)
 
     def _watch(self) -> int:
@@ -145,7 +158,7 @@ class _Supervisor:
         code = worker.process.exitcode
         _mark_dead(worker.process.pid)
         del self.workers[worker.index]
-        if not worker.ready.is_set():
+        if not worker.ready.is_set() and not worker.replacement:
             logger.error(
                 "worker %d (pid %s) exited with status %s before serving; stopping",
                 worker.index,
@@ -153,15 +166,24 @@ class _Supervisor:
                 code,
             )
             return 1
+        young = time.monotonic() - worker.started_at < _YOUNG_SECONDS
+        self.young_deaths = self.young_deaths + 1 if young else 0
+        pause = min(_RESTART_PAUSE_MAX_SECONDS, _RESTART_PAUSE_SECONDS * 2 ** (self.young_deaths - 1)) if young else 0
         logger.error(
-            "worker %d (pid %s) exited with status %s; starting another", worker.index, worker.process.pid, code
+            "worker %d (pid %s) exited with status %s; starting another%s",
+            worker.index,
+            worker.process.pid,
+            code,
+            f" in {pause:g}s" if pause else "",
         )
-        if time.monotonic() - worker.started_at < _RESTART_PAUSE_SECONDS * 10:
-            time.sleep(_RESTART_PAUSE_SECONDS)
-        self._start(worker.index)
+        if pause:
+            multiprocessing.connection.wait([self.wakeup_reader], timeout=pause)  # a stop signal ends the pause
+        if not self.stopping:
+            self._start(worker.index, replacement=True)
         return None
 
     def _stop_all(self) -> None:
+        self.http_socket.close()  # once the workers close theirs, new connections are refused, not queued
         for worker in self.workers.values():
             if worker.process.is_alive():
                 with contextlib.suppress(ProcessLookupError):
@@ -182,9 +204,9 @@ class _Supervisor:
         logger.info("kxform serve: all workers stopped")
 
 
-def _worker_main(settings: ServeSettings, http_socket: socket.socket, ready: Event, index: int) -> None:
+def _worker_main(settings: ServeSettings, http_socket: socket.socket, ready: Event, index: int, parent: int) -> None:
     """A child: die with the supervisor, Ctrl-C is the supervisor's to handle, then serve."""
-    _die_with_parent()
+    _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from kxform.server import serve_process
 
@@ -192,13 +214,13 @@ def _worker_main(settings: ServeSettings, http_socket: socket.socket, ready: Eve
     serve_process(settings, http_socket, on_ready=ready.set)
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     name = ctypes.util.find_library("c")
-    if name is None:
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(name).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux); elsewhere not available
-    if os.getppid() == 1:  # the supervisor died before prctl took effect
+    if name is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(name).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux); elsewhere not available
+    # The supervisor died before prctl took effect (it may itself be PID 1 in a container: compare pids).
+    if os.getppid() != parent:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -209,7 +231,9 @@ def _mark_dead(pid: int | None) -> None:
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # untyped in the wheel
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int) -> socket.socket:
+    """The HTTP socket, bound but not listening: the first worker that can serve starts listening on it
+    (uvicorn's create_server does), so no connection is accepted into a queue before a worker serves."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -218,7 +242,6 @@ def _listen(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise SystemExit(f"kxform serve: error: cannot listen on {host}:{port} (--http_port): {exc.strerror}") from None
-    sock.listen(_BACKLOG)
     sock.set_inheritable(True)
     return sock
 
@@ -226,6 +249,7 @@ def _listen(host: str, port: int) -> socket.socket:
 def _check_free(host: str, port: int, flag: str) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds: TIME_WAIT is not "in use"
         try:
             probe.bind((host, port))
         except OSError as exc:

@@ -77,7 +77,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         super().on_headers_complete()
-        self.cycle.transport = self._writer  # type: ignore[assignment]  # writes like a transport
+        if self.cycle is not None:  # None for an upgrade request uvicorn hands on (WebSocket)
+            self.cycle.transport = self._writer  # type: ignore[assignment]  # writes like a transport
 
     def _check(self, more: int) -> None:
         try:
