@@ -91,7 +91,7 @@ class TransformerModel(kserve.Model):  # type: ignore[misc]  # kserve ships no t
                     spec = await load_model_spec(self.predictor, self.plugin.predictor_model)
                     self._setup(spec)
                     self._spec = spec
-                    logger.info("predictor model %s: %s", spec.name, spec)
+                    logger.info("predictor model %s: %s", spec.name, spec.summary())
         return self._spec
 
     def _setup(self, spec: ModelSpec) -> None:

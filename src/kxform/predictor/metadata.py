@@ -48,6 +48,18 @@ class ModelSpec:
     def batched(self) -> bool:
         return self.max_batch_size > 0
 
+    def summary(self) -> str:
+        """One log line's worth: tensors, batch size and how many labels (not the labels themselves)."""
+
+        def tensors(specs: tuple[TensorSpec, ...]) -> str:
+            return ", ".join(f"{spec.name} {spec.describe()}" for spec in specs)
+
+        labels = ", ".join(f"{len(values)} labels for {name}" for name, values in self.labels.items())
+        return (
+            f"version {self.version or '(none)'}, inputs {tensors(self.inputs)}, outputs {tensors(self.outputs)}, "
+            f"max_batch_size {self.max_batch_size}" + (f", {labels}" if labels else "")
+        )
+
     def input(self, key: str | int) -> TensorSpec:
         return _lookup(self.inputs, key, "input", self.name)
 
