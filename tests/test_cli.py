@@ -235,3 +235,10 @@ def test_infer_sends_image_files_and_prints_the_reply(triton: ServerProcess, tmp
     predictions = json.loads(done.stdout)["predictions"]
     assert len(predictions) == 2
     assert predictions[0] == predictions[1]
+
+
+def test_serve_with_kserve_refuses_workers_and_says_why(capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["serve", "--transformer", "x", "--server", "kserve", "--workers", "2"])
+
+    assert status == 2
+    assert "--server kserve serves one process; drop --workers 2" in capsys.readouterr().err

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 import grpc
 import pytest
 
@@ -29,7 +28,7 @@ from kxform.errors import (
 )
 from kxform.predictor.base import PredictorSettings, call
 from kxform.predictor.grpc import GrpcPredictor
-from kxform.predictor.http import HttpPredictor, PredictorHttpError
+from kxform.predictor.http import HttpPredictor, PredictorHttpError, PredictorProtocolError
 
 SETTINGS = PredictorSettings("predictor:8000", retries=2, backoff=0.001, timeout=5)
 
@@ -69,8 +68,9 @@ def test_each_error_carries_its_http_status_and_a_real_grpc_code(
         pytest.param(PredictorHttpError(503, "overloaded"), PredictorUnavailableError, id="503"),
         pytest.param(PredictorHttpError(500, "boom"), PredictorError, id="500"),
         pytest.param(RequestError("outputs[0].shape ..."), PredictorError, id="reply-not-v2"),
-        pytest.param(aiohttp.ClientConnectionError("refused"), PredictorUnavailableError, id="connect"),
-        pytest.param(aiohttp.ClientPayloadError("truncated"), PredictorError, id="bad-payload"),
+        pytest.param(ConnectionRefusedError(111, "refused"), PredictorUnavailableError, id="connect"),
+        pytest.param(ConnectionResetError("closed mid-reply"), PredictorUnavailableError, id="reset"),
+        pytest.param(PredictorProtocolError("malformed HTTP reply"), PredictorError, id="bad-reply"),
     ],
 )
 def test_http_predictor_translates_transport_errors(exc: Exception, mapped: type[KxformError]) -> None:

@@ -28,11 +28,42 @@ def png_bytes(seed: int) -> bytes:
     return buffer.getvalue()
 
 
+KSERVE_BINARY_BYTES = (
+    "kserve 0.21's REST decoder (InferRequest.from_bytes) turns binary BYTES tensors into UTF-8 text: "
+    "an image sent as binary data fails with its InferenceError (500)"
+)
+
+
+KSERVE_LIMITATIONS = {"test_v2_binary_request_with_tritonclient_http": KSERVE_BINARY_BYTES}
+"""Tests whose check kserve's stack cannot pass on ``--server kserve``: each a strict xfail there, the
+reason naming what kserve does instead."""
+
+
+@pytest.fixture(scope="module", params=["kxform", "kserve"])
+def front(request: pytest.FixtureRequest) -> str:
+    """The front ``kxform serve --server`` runs: kxform's own, or kserve's ModelServer."""
+    return str(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _kserve_limitations(request: pytest.FixtureRequest) -> None:
+    if "front" not in request.fixturenames or request.getfixturevalue("front") != "kserve":
+        return
+    reason = KSERVE_LIMITATIONS.get(request.node.originalname)
+    if reason is not None:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+
+
 @pytest.fixture(scope="module")
-def serve(triton: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = start_serve(["test-cifar10"], f"127.0.0.1:{triton.ports['http']}", tmp_path_factory.mktemp("serve"))
+def serve(front: str, triton: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = start_serve(
+        ["test-cifar10"],
+        f"127.0.0.1:{triton.ports['http']}",
+        tmp_path_factory.mktemp("serve"),
+        extra=[f"--server={front}"],
+    )
     yield server
-    server.stop()
+    assert server.stop() == 0  # SIGTERM: drained, exit 0
 
 
 def triton_logits(triton: ServerProcess, images: list[bytes]) -> np.ndarray:
@@ -234,13 +265,16 @@ def test_metrics_count_requests_and_time_stages(serve: ServerProcess) -> None:
         assert f'kxform_stage_seconds_count{{model="test-cifar10",stage="{stage}"}}' in text
 
 
-def test_predictor_outage_turns_readiness_503_and_recovers(model_repository: Path, tmp_path: Path) -> None:
+def test_predictor_outage_turns_readiness_503_and_recovers(front: str, model_repository: Path, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
     (repo / "cifar10").symlink_to(model_repository / "cifar10")
     predictor = start_triton(repo, tmp_path)
     server = start_serve(
-        ["test-cifar10"], f"127.0.0.1:{predictor.ports['http']}", tmp_path, extra=["--predictor_request_retries=1"]
+        ["test-cifar10"],
+        f"127.0.0.1:{predictor.ports['http']}",
+        tmp_path,
+        extra=["--predictor_request_retries=1", f"--server={front}"],
     )
     body = json.dumps({"instances": [{"b64": base64.b64encode(png_bytes(9)).decode()}]})
     predict = [

@@ -209,3 +209,13 @@ def test_workers_serve_when_the_supervisor_is_pid_1(triton: ServerProcess, tmp_p
         assert predict(server, 4) == 200
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("flags", [["--workers=auto", "--enable_grpc"], ["--workers=1", "--enable_grpc"]])
+def test_flags_kserve_would_misread_start_the_server(triton: ServerProcess, tmp_path: Path, flags: list[str]) -> None:
+    # kserve parses sys.argv with its own parser when imported: `auto` and a bare --enable_grpc are errors there.
+    server = start_serve([MODEL], f"127.0.0.1:{triton.ports['http']}", tmp_path, extra=flags)
+    try:
+        assert predict(server, 5) == 200
+    finally:
+        assert server.stop() == 0

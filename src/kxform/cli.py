@@ -96,6 +96,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run_serve(args: argparse.Namespace) -> int:
+    from kxform import kserve_import
     from kxform.logs import configure_logging
     from kxform.settings import serve_settings
     from kxform.workers import serve
@@ -106,6 +107,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         print(f"kxform serve: error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    if settings.workers == 1:  # this process imports kserve (a supervisor of N does not)
+        kserve_import.load()
     return serve(settings)
 
 

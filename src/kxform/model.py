@@ -44,9 +44,10 @@ from kxform.offload import NeedsWorker, WorkerPool, inline_attempt
 from kxform.plugins import LoadedPlugin
 from kxform.predictor import PredictorClient, load_model_spec
 from kxform.predictor.metadata import ModelSpec, TensorSpec
+from kxform.requestid import HEADER, accept_request_id
 from kxform.tensors import Array, assemble_inputs, batch_size, join_batches, shape_outputs, split_batches
 from kxform.transformer import Context
-from kxform.v2 import V2Request, V2Response
+from kxform.v2 import V2Request, V2Response, from_infer_request, to_infer_response
 
 __all__ = ["INPUT_FAULTS", "TransformerModel"]
 
@@ -134,9 +135,13 @@ class TransformerModel(kserve.Model):  # type: ignore[misc]  # kserve ships no t
     async def __call__(
         self, body: Any, headers: Mapping[str, str] | None = None, verb: Any = None
     ) -> tuple[Any, dict[str, str]]:
-        """A V1 body (bytes, or an already parsed dict) or a ``V2Request`` → (V1 dict | V2Response, {})."""
+        """A V1 body (bytes, or an already parsed dict) or a ``V2Request`` → (V1 dict | V2Response, {});
+        kserve's ``InferRequest`` (``--server kserve``) → (kserve's ``InferResponse``, {})."""
         headers = headers or {}
-        request_id = headers.get("x-request-id", "")
+        request_id = accept_request_id(headers.get(HEADER))
+        transport_request = body if isinstance(body, kserve.InferRequest) else None
+        if transport_request is not None:
+            body = from_infer_request(transport_request)
         if isinstance(body, V2Request):
             decode: Decode = functools.partial(decode_v2, body, self.declared_inputs)
             size = sum(tensor.data.nbytes for tensor in body.inputs)
@@ -145,7 +150,10 @@ class TransformerModel(kserve.Model):  # type: ignore[misc]  # kserve ships no t
         else:
             decode, size = functools.partial(decode_v1, bytes(body), headers), len(body)
         envelope, result = await self.run(decode, size, headers, request_id)
-        return self.encode(result, envelope), {}
+        reply = self.encode(result, envelope)
+        if transport_request is not None and isinstance(reply, V2Response) and envelope.request is not None:
+            return to_infer_response(reply, envelope.request, transport_request), {}
+        return reply, {}
 
     async def run(self, decode: Decode, size: int, headers: Mapping[str, str], request_id: str) -> tuple[Envelope, Any]:
         """The whole path of one request; returns the envelope and postprocess's result."""

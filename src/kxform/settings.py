@@ -36,6 +36,16 @@ def parse_protocol(text: str) -> str:
     return value
 
 
+SERVERS = ("kxform", "kserve")
+
+
+def parse_server(text: str) -> str:
+    value = text.strip().lower()
+    if value not in SERVERS:
+        raise argparse.ArgumentTypeError(f"expected kxform or kserve, got {text!r}")
+    return value
+
+
 def parse_workers(text: str) -> int:
     """A positive count, or ``auto``: the CPUs this container may use (its cgroup quota, else affinity)."""
     value = text.strip().lower()
@@ -99,6 +109,7 @@ class ServeSettings:
     inline_max_bytes: int = 64 * 1024
     enable_model_repository_api: bool = False
     batch_max_delay_us: int = DEFAULT_MAX_DELAY_US
+    server: str = "kxform"  # the fronts: kxform's own, or kserve's ModelServer (kxform.front.kserve)
 
     def model_names(self) -> list[str]:
         """The names clients call: ``--model_name`` for a single transformer, else the plugin names."""
@@ -179,6 +190,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=_env("bind_address", "0.0.0.0"),
         help="address the HTTP and gRPC ports listen on (default: %(default)s, every interface; kxform dev: 127.0.0.1)",
     )
+    parser.add_argument(
+        "--server",
+        choices=SERVERS,
+        default=_env("server", "kxform", parse_server),
+        help="kxform: kxform's own HTTP and gRPC fronts; kserve: kserve's ModelServer (its FastAPI and gRPC "
+        "servers) serving the same transformers, in one process (default: %(default)s)",
+    )
     parser.add_argument("--log_level", default=_env("log_level", "INFO"), choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     _add_limit_arguments(parser.add_argument_group("request limits (each a 4xx naming the flag when exceeded)"))
     _add_worker_arguments(parser.add_argument_group("worker pool (decoding and preprocessing off the event loop)"))
@@ -241,6 +259,13 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
     transformers = tuple(args.transformer or args.env_transformers)
     if not transformers:
         raise argparse.ArgumentTypeError("name at least one --transformer (see `kxform plugins`)")
+    if args.server == "kserve" and args.workers > 1:
+        # kserve's ModelServer binds its own ports (no inherited socket, no SO_REUSEPORT for uvicorn), so
+        # kxform's supervisor cannot share them among N of its processes.
+        raise argparse.ArgumentTypeError(
+            f"--server kserve serves one process; drop --workers {args.workers} or use --server kxform, "
+            "whose workers share the ports"
+        )
     return ServeSettings(
         transformers=transformers,
         model_name=args.model_name,
@@ -263,4 +288,5 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
         inline_max_bytes=args.inline_max_bytes,
         enable_model_repository_api=args.enable_model_repository_api,
         batch_max_delay_us=args.batch_max_delay_us,
+        server=args.server,
     )

@@ -5,6 +5,9 @@ replies; the predictor clients encode requests to Triton and decode its replies,
 functions. REST bodies are JSON (``application/json``) or a JSON header followed by raw tensors
 (the binary tensor extension, ``application/octet-stream`` with ``Inference-Header-Content-Length``);
 gRPC messages are ``inference.ModelInferRequest``/``ModelInferResponse`` with typed or raw contents.
+``kxform serve --server kserve`` hands a transformer kserve's ``InferRequest``: ``from_infer_request``
+re-encodes it with kserve's public ``to_rest``/``to_grpc`` and decodes that here (validated as any
+other request); ``to_infer_response`` turns the reply into kserve's ``InferResponse``.
 
 Everything a client sends is validated here, against the protocol: a known datatype, a shape of
 non-negative ints whose product is the element count (and within ``--max_tensor_elements``),
@@ -33,6 +36,7 @@ from kxform.errors import RequestError
 
 if TYPE_CHECKING:
     from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.infer_type import InferRequest, InferResponse
 
 __all__ = [
     "BINARY_CONTENT_TYPE",
@@ -51,6 +55,8 @@ __all__ = [
     "encode_grpc_response",
     "encode_rest_request",
     "encode_rest_response",
+    "from_infer_request",
+    "to_infer_response",
 ]
 
 HEADER_LENGTH: Final = "inference-header-content-length"
@@ -580,4 +586,47 @@ def decode_grpc_response(message: pb.ModelInferResponse) -> V2Response:
         id=message.id,
         model_version=message.model_version,
         parameters=_grpc_parameters(message.parameters, "parameters"),
+    )
+
+
+# --- kserve's InferRequest / InferResponse (kxform serve --server kserve) ----------------------------
+
+
+def from_infer_request(request: InferRequest) -> V2Request:
+    """kserve's decoded request as a validated ``V2Request``: re-encoded by kserve, decoded here.
+
+    Going through the wire format keeps one decoder, with all its checks, for every front; kserve
+    has already parsed the body (its REST decoder turns binary BYTES into UTF-8 text, see README).
+    """
+    if request.from_grpc:
+        return decode_grpc_request(request.to_grpc().SerializeToString())
+    body, json_length = request.to_rest()
+    if isinstance(body, dict):
+        body["id"] = request.id or ""  # to_rest invents a uuid for a request that had none
+        return decode_rest_request(dump_json(body), None, request.model_name)
+    return decode_rest_request(body, str(json_length), request.model_name)
+
+
+def to_infer_response(response: V2Response, request: V2Request, transport_request: InferRequest) -> InferResponse:
+    """``response`` as kserve's ``InferResponse``; kserve's ``to_rest``/``to_grpc`` then write it.
+
+    Each output says whether it goes back binary (kxform's rule: the output's ``binary_data``, else
+    the request's ``binary_data_output``); gRPC replies always carry raw contents.
+    """
+    from kserve.protocol.infer_type import InferOutput, InferResponse
+    from kserve.protocol.infer_type import RequestedOutput as KserveRequestedOutput
+
+    outputs = selected_outputs(response, request)
+    binary = [KserveRequestedOutput(t.name, {"binary_data": request.binary_output(t.name)}) for t in outputs]
+    return InferResponse(
+        response_id=response.id,
+        model_name=response.model_name,
+        infer_outputs=[
+            InferOutput(t.name, list(t.shape), t.datatype, data=t.data, parameters=dict(t.parameters) or None)
+            for t in outputs
+        ],
+        model_version=response.model_version or None,
+        from_grpc=transport_request.from_grpc,
+        parameters=dict(response.parameters) or None,
+        requested_outputs=None if transport_request.from_grpc else binary,
     )

@@ -1,6 +1,6 @@
 """``kxform serve``: one serving process, or with ``--workers N`` N of them on the same ports, supervised.
 
-    serve(settings) -> 1 worker: kxform.server.serve_process here
+    serve(settings) -> 1 worker: kxform.server.serve_process here (--server kserve: kxform.front.kserve's)
     supervise(settings)
       -> HTTP port bound here (a port in use fails now, in one line; workers listen); gRPC port checked
       -> Prometheus multiprocess directory (every worker's /metrics shows the sum of all workers)
@@ -59,6 +59,11 @@ class _Worker:
 
 def serve(settings: ServeSettings) -> int:
     """Serve until SIGINT/SIGTERM, then drain; the exit status."""
+    if settings.server == "kserve":  # one process: settings refuse --workers N with it
+        from kxform.front import kserve
+
+        kserve.serve_process(settings)
+        return 0
     if settings.workers == 1:
         from kxform.server import serve_process
 
@@ -208,6 +213,9 @@ def _worker_main(settings: ServeSettings, http_socket: socket.socket, ready: Eve
     """A child: die with the supervisor, Ctrl-C is the supervisor's to handle, then serve."""
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from kxform import kserve_import
+
+    kserve_import.load()  # before kxform.server imports kserve: a worker's sys.argv is the supervisor's
     from kxform.server import serve_process
 
     configure_logging(settings.log_level)
