@@ -19,7 +19,7 @@
     └── TritonServerError                500 INTERNAL            ``kxform triton`` could not start
         └── ModelLoadError               500 INTERNAL            a model of the repository failed to load
 
-Lower-level errors (binascii, PIL, orjson, protobuf, aiohttp, grpc) are translated where they are
+Lower-level errors (binascii, PIL, orjson, protobuf, httptools, OSError, grpc) are translated where they are
 caught, with ``raise Mapped(message) from exc``. ``kxform.errormap`` is the one place that turns a
 ``KxformError`` (or anything else that escaped) into an HTTP response or a gRPC status.
 """
