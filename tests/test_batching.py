@@ -76,6 +76,13 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def held_call(batcher: Batcher, model: ModelSpec) -> asyncio.Future[dict[str, Array]]:
+    """A first request, sent and held at the predictor's gate: the predictor is busy until it opens."""
+    call = asyncio.ensure_future(batcher.infer(model, rows(1, 0), ["OUTPUT__0"], "first"))
+    await settle()
+    return call
+
+
 async def infer_all(batcher: Batcher, model: ModelSpec, requests: list[dict[str, Array]]) -> list[Any]:
     calls = [batcher.infer(model, request, ["OUTPUT__0"], f"r{i}") for i, request in enumerate(requests)]
     return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), HANG_GUARD_SECONDS)
@@ -110,8 +117,7 @@ async def test_requests_gather_while_a_call_is_in_flight_and_go_when_it_returns(
     predictor.gate = asyncio.Event()
     batcher = Batcher(predictor, max_delay_us=WAIT_FOREVER_US)
     model = spec()
-    first = asyncio.ensure_future(batcher.infer(model, rows(1, 0), ["OUTPUT__0"], "first"))
-    await settle()  # the first request is sent (its call now waits on the gate)
+    first = await held_call(batcher, model)  # the predictor is now busy
     later = [asyncio.ensure_future(batcher.infer(model, rows(1, s), ["OUTPUT__0"], "")) for s in range(1, 6)]
     await settle()
 
@@ -126,8 +132,7 @@ async def test_a_full_batch_goes_at_once_and_the_delay_bounds_the_wait_of_the_re
     predictor.gate = asyncio.Event()
     batcher = Batcher(predictor, max_delay_us=1000)
     model = spec(max_batch_size=4)
-    busy = asyncio.ensure_future(batcher.infer(model, rows(1, 0), ["OUTPUT__0"], ""))
-    await settle()
+    busy = await held_call(batcher, model)  # the predictor is now busy
     full = [asyncio.ensure_future(batcher.infer(model, rows(1, s), ["OUTPUT__0"], "")) for s in range(4)]
     await settle()
     assert predictor.calls == [1, 4]  # four rows fill a batch: sent although a call is in flight
@@ -195,8 +200,7 @@ async def test_a_cancelled_request_is_not_sent() -> None:
     predictor.gate = asyncio.Event()
     batcher = Batcher(predictor, max_delay_us=WAIT_FOREVER_US)
     model = spec()
-    busy = asyncio.ensure_future(batcher.infer(model, rows(1, 0), ["OUTPUT__0"], ""))
-    await settle()
+    busy = await held_call(batcher, model)  # the predictor is now busy
     gone = asyncio.ensure_future(batcher.infer(model, rows(2, 1), ["OUTPUT__0"], ""))
     kept = asyncio.ensure_future(batcher.infer(model, rows(1, 2), ["OUTPUT__0"], ""))
     await settle()

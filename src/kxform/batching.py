@@ -31,7 +31,7 @@ from kxform.errors import PredictorError, RequestError
 from kxform.metrics import BATCH_QUEUE_SECONDS, BATCH_SIZE, child
 from kxform.predictor import PredictorClient
 from kxform.predictor.metadata import ModelSpec
-from kxform.tensors import Array
+from kxform.tensors import Array, batch_size, join_batches
 
 __all__ = ["DEFAULT_MAX_DELAY_US", "Batcher"]
 
@@ -86,11 +86,11 @@ class Batcher:
     ) -> dict[str, Array]:
         """The predictor's outputs for ``inputs`` (at most ``max_batch_size`` rows), batched with others."""
         if not self.enabled or not spec.batched:
-            child(BATCH_SIZE, spec.name).observe(len(next(iter(inputs.values()))) if spec.batched else 1)
+            child(BATCH_SIZE, spec.name).observe(batch_size(inputs) if spec.batched else 1)
             return await self.predictor.infer(spec.name, inputs, outputs, request_id)
         queue = self._queue(spec, inputs, tuple(outputs))
         loop = asyncio.get_running_loop()
-        rows = int(next(iter(inputs.values())).shape[0])
+        rows = batch_size(inputs)
         member = _Member(inputs, rows, request_id, loop.time(), loop.create_future())
         queue.members.append(member)
         queue.rows += rows
@@ -177,7 +177,7 @@ class Batcher:
         if not batch:
             return
         try:
-            inputs = _concatenate([member.inputs for member in batch])
+            inputs = join_batches([member.inputs for member in batch])
             outputs = await self.predictor.infer(queue.spec.name, inputs, queue.outputs, batch[0].request_id)
             parts = _split(outputs, [member.rows for member in batch], queue.spec.name)
         except RequestError as exc:
@@ -217,12 +217,6 @@ def _fail(batch: list[_Member], exc: BaseException) -> None:
                 member.future.cancel()
             else:
                 member.future.set_exception(exc)
-
-
-def _concatenate(parts: list[Mapping[str, Array]]) -> dict[str, Array]:
-    if len(parts) == 1:
-        return dict(parts[0])
-    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
 def _split(outputs: Mapping[str, Array], rows: list[int], model: str) -> list[dict[str, Array]]:

@@ -35,10 +35,10 @@ from kxform.predictor import PredictorClient, create_predictor
 from kxform.registry import Registry
 from kxform.settings import ServeSettings
 
-__all__ = ["Shared", "serve_process"]
+__all__ = ["GRACE_SECONDS", "Shared", "serve_process"]
 
 logger = logging.getLogger(__name__)
-_GRACE_SECONDS = 10.0
+GRACE_SECONDS = 10.0  # in-flight requests finish within it, on either front
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +148,7 @@ async def _serve(
 
     def stop_grpc() -> None:
         if grpc_server is not None and not grpc_stopped:
-            grpc_stopped.append(asyncio.get_running_loop().create_task(grpc_server.stop(grace=_GRACE_SECONDS)))
+            grpc_stopped.append(asyncio.get_running_loop().create_task(grpc_server.stop(grace=GRACE_SECONDS)))
 
     http = _Server(
         uvicorn.Config(
@@ -160,7 +160,7 @@ async def _serve(
             proxy_headers=False,  # nothing reads the client's address; X-Forwarded-* would cost each request
             log_config=None,
             access_log=False,
-            timeout_graceful_shutdown=int(_GRACE_SECONDS),
+            timeout_graceful_shutdown=int(GRACE_SECONDS),
         ),
         stop_signals,
         on_ready,
@@ -181,7 +181,7 @@ async def _serve(
     finally:
         stop_grpc()  # also when uvicorn did not start
         await asyncio.gather(*grpc_stopped, return_exceptions=True)
-        await shared.batcher.close(timeout=_GRACE_SECONDS)
+        await shared.batcher.close(timeout=GRACE_SECONDS)
         await shared.predictor.close()
         shared.pool.shutdown()
         logger.info("kxform serve: stopped")

@@ -39,13 +39,12 @@ from kxform.errors import KxformError
 from kxform.metrics import REQUESTS, child
 from kxform.model import TransformerModel
 from kxform.requestid import HEADER, accept_request_id
-from kxform.server import Shared
+from kxform.server import GRACE_SECONDS, Shared
 from kxform.settings import ServeSettings
 
 __all__ = ["KxformDataPlane", "serve_process"]
 
 logger = logging.getLogger(__name__)
-_GRACE_SECONDS = 10  # as kxform's front: in-flight requests finish within it
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -166,7 +165,7 @@ class _ModelServer(kserve.ModelServer):  # type: ignore[misc]  # kserve ships no
             grpc_port=settings.grpc_port,
             workers=1,
             enable_grpc=settings.enable_grpc,
-            grace_period=_GRACE_SECONDS,
+            grace_period=int(GRACE_SECONDS),
             predictor_config=kserve.PredictorConfig(
                 predictor_host=settings.predictor.host,
                 predictor_protocol=settings.predictor.protocol,
@@ -193,6 +192,6 @@ async def _close_after_servers(shared: Shared) -> None:
     try:
         await asyncio.get_running_loop().create_future()
     finally:
-        await shared.batcher.close(timeout=_GRACE_SECONDS)
+        await shared.batcher.close(timeout=GRACE_SECONDS)
         await shared.predictor.close()
         shared.pool.shutdown()
