@@ -3,7 +3,8 @@
     TransformerModel.infer -> Batcher.infer(spec, rows, ...) -> queue of that model and input kind
       -> dispatched when the predictor is idle (next loop turn), when the call in flight returns,
          when the queue holds max_batch_size rows, or --batch_max_delay_us after its oldest request
-      -> one concatenated call -> outputs split back by row, in order, to each waiting request
+      -> one concatenated call (through kxform.predictor.shm when the tensors go by shared memory)
+      -> outputs split back by row, in order, to each waiting request
 
 Adaptive, like the batchers of MLServer and BentoML but without a latency model: a request that finds
 the predictor idle is sent on the next turn of the event loop (with whatever arrived in the same turn),
@@ -31,6 +32,7 @@ from kxform.errors import PredictorError, RequestError
 from kxform.metrics import BATCH_QUEUE_SECONDS, BATCH_SIZE, child
 from kxform.predictor import PredictorClient
 from kxform.predictor.metadata import ModelSpec
+from kxform.predictor.shm import SharedMemory
 from kxform.tensors import Array, batch_size, join_batches
 
 __all__ = ["DEFAULT_MAX_DELAY_US", "Batcher"]
@@ -71,8 +73,14 @@ class _Queue:
 class Batcher:
     """Shared by every transformer of a process that forwards to ``predictor``."""
 
-    def __init__(self, predictor: PredictorClient, max_delay_us: int = DEFAULT_MAX_DELAY_US) -> None:
+    def __init__(
+        self,
+        predictor: PredictorClient,
+        max_delay_us: int = DEFAULT_MAX_DELAY_US,
+        shared_memory: SharedMemory | None = None,
+    ) -> None:
         self.predictor = predictor
+        self.shared_memory = shared_memory  # calls go through it when given (it chooses shm or the wire)
         self.max_delay = max_delay_us / 1e6
         self._queues: dict[Kind, _Queue] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -87,7 +95,7 @@ class Batcher:
         """The predictor's outputs for ``inputs`` (at most ``max_batch_size`` rows), batched with others."""
         if not self.enabled or not spec.batched:
             child(BATCH_SIZE, spec.name).observe(batch_size(inputs) if spec.batched else 1)
-            return await self.predictor.infer(spec.name, inputs, outputs, request_id)
+            return await self._forward(spec, inputs, outputs, request_id)
         queue = self._queue(spec, inputs, tuple(outputs))
         loop = asyncio.get_running_loop()
         rows = batch_size(inputs)
@@ -99,6 +107,13 @@ class Batcher:
         if queue.members:
             self._schedule(queue, loop)
         return await member.future
+
+    async def _forward(
+        self, spec: ModelSpec, inputs: Mapping[str, Array], outputs: Sequence[str], request_id: str
+    ) -> dict[str, Array]:
+        if self.shared_memory is not None:
+            return await self.shared_memory.infer(spec, inputs, outputs, request_id)
+        return await self.predictor.infer(spec.name, inputs, outputs, request_id)
 
     def _queue(self, spec: ModelSpec, inputs: Mapping[str, Array], outputs: tuple[str, ...]) -> _Queue:
         kind: Kind = (
@@ -178,7 +193,7 @@ class Batcher:
             return
         try:
             inputs = join_batches([member.inputs for member in batch])
-            outputs = await self.predictor.infer(queue.spec.name, inputs, queue.outputs, batch[0].request_id)
+            outputs = await self._forward(queue.spec, inputs, queue.outputs, batch[0].request_id)
             parts = _split(outputs, [member.rows for member in batch], queue.spec.name)
         except RequestError as exc:
             if len(batch) == 1:

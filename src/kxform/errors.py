@@ -15,6 +15,7 @@
     ├── OverloadedError                  503 UNAVAILABLE         the worker pool's queue is full (Retry-After)
     ├── PredictorError                   502 UNAVAILABLE         the predictor's answer is unusable
     │   ├── PredictorUnavailableError    503 UNAVAILABLE         unreachable, refusing, or not ready
+    │   ├── PredictorSharedMemoryError   502 UNAVAILABLE         Triton cannot use kxform's shared memory region
     │   └── PredictorTimeoutError        504 DEADLINE_EXCEEDED   no answer within the request timeout
     └── TritonServerError                500 INTERNAL            ``kxform triton`` could not start
         └── ModelLoadError               500 INTERNAL            a model of the repository failed to load
@@ -40,6 +41,7 @@ __all__ = [
     "PluginBugError",
     "PluginError",
     "PredictorError",
+    "PredictorSharedMemoryError",
     "PredictorTimeoutError",
     "PredictorUnavailableError",
     "RequestError",
@@ -145,6 +147,14 @@ class PredictorUnavailableError(PredictorError):
     """The predictor cannot be reached, refuses connections, or says it is not ready (HTTP 503)."""
 
     http_status = 503
+
+
+class PredictorSharedMemoryError(PredictorError):
+    """Triton refused a shared memory region of kxform's, or does not know it (``--predictor_shm``, HTTP 502).
+
+    ``kxform.predictor.shm`` registers the region again (Triton restarted) and, failing that, sends the
+    call over the wire; the error reaches a client only with ``--predictor_shm system``.
+    """
 
 
 class PredictorTimeoutError(PredictorError):

@@ -32,6 +32,7 @@ from kxform.model import TransformerModel
 from kxform.offload import WorkerPool
 from kxform.plugins import load_plugin
 from kxform.predictor import PredictorClient, create_predictor
+from kxform.predictor.shm import SharedMemory
 from kxform.registry import Registry
 from kxform.settings import ServeSettings
 
@@ -43,18 +44,28 @@ GRACE_SECONDS = 10.0  # in-flight requests finish within it, on either front
 
 @dataclass(frozen=True, slots=True)
 class Shared:
-    """What every transformer of a process shares: one predictor client, worker pool and batcher."""
+    """What every transformer of a process shares: one predictor client, shared memory, worker pool, batcher."""
 
     settings: ServeSettings
     predictor: PredictorClient
+    shared_memory: SharedMemory
     pool: WorkerPool
     batcher: Batcher
 
     @classmethod
     def create(cls, settings: ServeSettings, predictor: PredictorClient | None = None) -> Shared:
         predictor = predictor or create_predictor(settings.predictor)  # one connection pool per process
+        shared_memory = SharedMemory(predictor)
         pool = WorkerPool(settings.worker_threads, settings.worker_queue)
-        return cls(settings, predictor, pool, Batcher(predictor, settings.batch_max_delay_us))
+        batcher = Batcher(predictor, settings.batch_max_delay_us, shared_memory)
+        return cls(settings, predictor, shared_memory, pool, batcher)
+
+    async def close(self) -> None:
+        """After the fronts have drained: the calls in flight finish, then regions, connections, threads go."""
+        await self.batcher.close(timeout=GRACE_SECONDS)
+        await self.shared_memory.close()
+        await self.predictor.close()
+        self.pool.shutdown()
 
     def model(self, name: str, plugin: str) -> TransformerModel:
         return TransformerModel(
@@ -167,7 +178,7 @@ async def _serve(
         stop_grpc,
     )
     logger.info(
-        "kxform serve: %s on HTTP %s:%d%s, predictor %s (%s)%s",
+        "kxform serve: %s on HTTP %s:%d%s, predictor %s (%s)%s%s",
         ", ".join(registry.names()),
         settings.bind_address,
         settings.http_port,
@@ -175,15 +186,14 @@ async def _serve(
         settings.predictor.host,
         settings.predictor.protocol,
         f", batching up to {settings.batch_max_delay_us} us" if shared.batcher.enabled else ", batching off",
+        f", shared memory {settings.predictor.shm}",
     )
     try:
         await http.serve(sockets=[http_socket] if http_socket is not None else None)
     finally:
         stop_grpc()  # also when uvicorn did not start
         await asyncio.gather(*grpc_stopped, return_exceptions=True)
-        await shared.batcher.close(timeout=GRACE_SECONDS)
-        await shared.predictor.close()
-        shared.pool.shutdown()
+        await shared.close()
         logger.info("kxform serve: stopped")
 
 

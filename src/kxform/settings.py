@@ -36,6 +36,16 @@ def parse_protocol(text: str) -> str:
     return value
 
 
+SHM_MODES = ("none", "system", "auto")
+
+
+def parse_shm(text: str) -> str:
+    value = text.strip().lower()
+    if value not in SHM_MODES:
+        raise argparse.ArgumentTypeError(f"expected none, system or auto, got {text!r}")
+    return value
+
+
 SERVERS = ("kxform", "kserve")
 
 
@@ -166,6 +176,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=_env("predictor_request_timeout_seconds", 60.0, float),
     )
     parser.add_argument("--predictor_request_retries", type=int, default=_env("predictor_request_retries", 2, int))
+    parser.add_argument(
+        "--predictor_shm",
+        type=parse_shm,
+        choices=SHM_MODES,
+        default=_env("predictor_shm", "auto", parse_shm),
+        help="tensors to and from Triton through its system shared memory (/dev/shm) instead of the messages: "
+        "system; none; auto: system when the predictor is on this host or pod (localhost) and offers it "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--http_port", type=int, default=_env("http_port", 8080, int))
     parser.add_argument("--grpc_port", type=int, default=_env("grpc_port", 8081, int))
     parser.add_argument(
@@ -275,6 +294,7 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
             use_ssl=args.predictor_use_ssl,
             timeout=args.predictor_request_timeout_seconds,
             retries=args.predictor_request_retries,
+            shm=args.predictor_shm,
         ),
         http_port=args.http_port,
         grpc_port=args.grpc_port,

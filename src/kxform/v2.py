@@ -5,6 +5,10 @@ replies; the predictor clients encode requests to Triton and decode its replies,
 functions. REST bodies are JSON (``application/json``) or a JSON header followed by raw tensors
 (the binary tensor extension, ``application/octet-stream`` with ``Inference-Header-Content-Length``);
 gRPC messages are ``inference.ModelInferRequest``/``ModelInferResponse`` with typed or raw contents.
+Tensors in shared memory (``kxform.predictor.shm``, Triton's system shared memory extension) are
+the predictor clients' business only: an input placed in a ``SharedRegion`` travels as that
+region's name, offset and size instead of its bytes, and an output asked into a region is read
+from the caller's view of it when Triton's reply names it without data.
 ``kxform serve --server kserve`` hands a transformer kserve's ``InferRequest``: ``from_infer_request``
 re-encodes it with kserve's public ``to_rest``/``to_grpc`` and decodes that here (validated as any
 other request); ``to_infer_response`` turns the reply into kserve's ``InferResponse``.
@@ -31,7 +35,7 @@ import numpy as np
 from kxform import limits
 from kxform.codecs.dtypes import V2_DATATYPES, Array, lossless_cast, numpy_dtype, v2_datatype
 from kxform.codecs.jsonbody import JSON_CONTENT_TYPE, dump_json, load_json
-from kxform.codecs.tensor import decode_nested_list, encode_array, from_raw_bytes, to_raw_bytes
+from kxform.codecs.tensor import decode_nested_list, element_count, encode_array, from_raw_bytes, to_raw_bytes
 from kxform.errors import RequestError
 
 if TYPE_CHECKING:
@@ -44,6 +48,7 @@ __all__ = [
     "JSON_CONTENT_TYPE",
     "Parameter",
     "RequestedOutput",
+    "SharedRegion",
     "V2Request",
     "V2Response",
     "V2Tensor",
@@ -90,6 +95,29 @@ class RequestedOutput:
 
     name: str
     parameters: Mapping[str, Parameter] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class SharedRegion:
+    """Where a tensor's bytes are instead of the message: a region registered with Triton, and a range of it."""
+
+    region: str
+    offset: int
+    byte_size: int
+
+    def parameters(self) -> dict[str, Parameter]:
+        """The tensor's (or requested output's) parameters of Triton's system shared memory extension."""
+        return {
+            "shared_memory_region": self.region,
+            "shared_memory_offset": self.offset,
+            "shared_memory_byte_size": self.byte_size,
+        }
+
+
+Placed = Mapping[str, SharedRegion]
+"""Tensors of one predictor call that are in shared memory, by name."""
+Views = Mapping[str, memoryview]
+"""The caller's views of the regions that outputs were asked into, by output name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +268,7 @@ def _rest_document(body: bytes, header_length: str | None, what: str) -> tuple[d
     return document, length
 
 
-def _rest_tensor(entry: object, field: str, body: bytes, offset: int) -> tuple[V2Tensor, int]:
+def _rest_tensor(entry: object, field: str, body: bytes, offset: int, views: Views) -> tuple[V2Tensor, int]:
     if not isinstance(entry, dict):
         raise RequestError(f"{field} must be an object with name, shape, datatype and data, got {_describe(entry)}")
     name = _name(entry.get("name"), field)
@@ -253,6 +281,8 @@ def _rest_tensor(entry: object, field: str, body: bytes, offset: int) -> tuple[V
         parameters = MappingProxyType({k: v for k, v in parameters.items() if k != "binary_data_size"})
     elif "data" in entry:
         data = decode_nested_list(entry["data"], datatype, shape, field)
+    elif name in views:
+        data = _from_region(views[name], datatype, shape, field)
     else:
         raise RequestError(f"{field} has neither data nor parameters.binary_data_size; send the tensor's data")
     return _content(V2Tensor(name, datatype, shape, data, parameters), field), offset
@@ -274,12 +304,25 @@ def _binary_data(
     return from_raw_bytes(memoryview(body)[offset : offset + size], datatype, shape, field), offset + size
 
 
-def _rest_tensors(entries: object, key: str, body: bytes, offset: int) -> tuple[tuple[V2Tensor, ...], int]:
+def _from_region(view: memoryview, datatype: str, shape: tuple[int, ...], field: str) -> Array:
+    """A copy of an output Triton wrote into shared memory: the region is reused by the next call."""
+    size = element_count(shape, field) * numpy_dtype(datatype).itemsize
+    if datatype == "BYTES" or size > len(view):
+        raise RequestError(
+            f"{field} of shape {list(shape)} and datatype {datatype} does not fit the {len(view)} bytes of "
+            "shared memory it was asked into"
+        )
+    return from_raw_bytes(view[:size], datatype, shape, field).copy()
+
+
+def _rest_tensors(
+    entries: object, key: str, body: bytes, offset: int, views: Views = _EMPTY
+) -> tuple[tuple[V2Tensor, ...], int]:
     if not isinstance(entries, list) or not entries:
         raise RequestError(f'"{key}" must be a non-empty list of tensors; {_FIX_REQUEST}')
     tensors = []
     for index, entry in enumerate(entries):
-        tensor, offset = _rest_tensor(entry, f"{key}[{index}]", body, offset)
+        tensor, offset = _rest_tensor(entry, f"{key}[{index}]", body, offset, views)
         tensors.append(tensor)
     _unique(tensors, key)
     if offset != len(body):
@@ -334,13 +377,18 @@ def decode_rest_request(body: bytes, header_length: str | None, model_name: str)
 
 
 def _rest_entries(
-    tensors: Sequence[V2Tensor], binary: Sequence[bool], extra: Sequence[Mapping[str, Parameter]]
+    tensors: Sequence[V2Tensor],
+    binary: Sequence[bool],
+    extra: Sequence[Mapping[str, Parameter]],
+    placed: Placed = _EMPTY,
 ) -> tuple[list[dict[str, Any]], list[bytes]]:
     entries, chunks = [], []
     for tensor, as_binary, parameters in zip(tensors, binary, extra, strict=True):
         entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
         params = dict(tensor.parameters) | dict(parameters)
-        if as_binary:
+        if tensor.name in placed:
+            params |= placed[tensor.name].parameters()
+        elif as_binary:
             raw = to_raw_bytes(tensor.data, f"output '{tensor.name}'")
             params["binary_data_size"] = len(raw)
             chunks.append(raw)
@@ -388,23 +436,30 @@ def encode_rest_response(response: V2Response, request: V2Request) -> tuple[byte
 
 
 def encode_rest_request(
-    inputs: Sequence[V2Tensor], outputs: Sequence[RequestedOutput], request_id: str = ""
+    inputs: Sequence[V2Tensor], outputs: Sequence[RequestedOutput], request_id: str = "", placed: Placed = _EMPTY
 ) -> tuple[bytes, dict[str, str]]:
-    """A V2 REST request with every input as binary data and every output asked back as binary."""
-    entries, chunks = _rest_entries(inputs, [True] * len(inputs), [_EMPTY] * len(inputs))
+    """A V2 REST request: inputs as binary data (or ``placed`` in shared memory), outputs asked back as binary."""
+    entries, chunks = _rest_entries(inputs, [True] * len(inputs), [_EMPTY] * len(inputs), placed)
     document: dict[str, Any] = {"inputs": entries}
     if request_id:
         document["id"] = request_id
-    document["outputs"] = [
-        {"name": output.name, "parameters": {"binary_data": True, **output.parameters}} for output in outputs
-    ]
+    document["outputs"] = [_rest_requested_output(output) for output in outputs]
     return _rest_body(document, chunks)
 
 
-def decode_rest_response(body: bytes, header_length: str | None) -> V2Response:
-    """A V2 REST reply (Triton's); errors are RequestErrors the predictor client re-raises as its own."""
+def _rest_requested_output(output: RequestedOutput) -> dict[str, Any]:
+    if "shared_memory_region" in output.parameters:  # Triton writes it there, not into the reply
+        return {"name": output.name, "parameters": dict(output.parameters)}
+    return {"name": output.name, "parameters": {"binary_data": True, **output.parameters}}
+
+
+def decode_rest_response(body: bytes, header_length: str | None, views: Views = _EMPTY) -> V2Response:
+    """A V2 REST reply (Triton's); errors are RequestErrors the predictor client re-raises as its own.
+
+    An output that Triton wrote into shared memory comes without data; it is read from ``views``.
+    """
     document, offset = _rest_document(body, header_length, "V2 response")
-    outputs, _ = _rest_tensors(document.get("outputs"), "outputs", body, offset)
+    outputs, _ = _rest_tensors(document.get("outputs"), "outputs", body, offset, views)
     return V2Response(
         model_name=str(document.get("model_name", "")),
         outputs=outputs,
@@ -497,7 +552,7 @@ def _source_datatype(datatype: str) -> str:
     return {"INT8": "INT32", "INT16": "INT32", "UINT8": "UINT32", "UINT16": "UINT32"}.get(datatype, datatype)
 
 
-def _grpc_tensors(entries: Any, raw: Sequence[bytes], key: str) -> tuple[V2Tensor, ...]:
+def _grpc_tensors(entries: Any, raw: Sequence[bytes], key: str, views: Views = _EMPTY) -> tuple[V2Tensor, ...]:
     if not entries:
         raise RequestError(f"the gRPC message has no {key}; add at least one tensor")
     if raw and len(raw) != len(entries):
@@ -512,7 +567,9 @@ def _grpc_tensors(entries: Any, raw: Sequence[bytes], key: str) -> tuple[V2Tenso
         datatype = _datatype(entry.datatype, field)
         shape = _shape(list(entry.shape), field)
         parameters = _grpc_parameters(entry.parameters, f"{field}.parameters")
-        if raw:
+        if name in views:  # written into shared memory; Triton sends an empty raw content in its place
+            data = _from_region(views[name], datatype, shape, field)
+        elif raw:
             if any(len(getattr(entry.contents, f)) for f in _CONTENT_FIELDS):
                 raise RequestError(f"{field} has both contents and raw contents; send one of them")
             data = from_raw_bytes(raw[index], datatype, shape, field)
@@ -548,11 +605,14 @@ def decode_grpc_request(raw: bytes) -> V2Request:
     )
 
 
-def _add_raw_tensors(entries: Any, raw: Any, tensors: Sequence[V2Tensor]) -> None:
+def _add_raw_tensors(entries: Any, raw: Any, tensors: Sequence[V2Tensor], placed: Placed = _EMPTY) -> None:
     for tensor in tensors:
         entry = entries.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
         _set_grpc_parameters(entry.parameters, tensor.parameters, f"'{tensor.name}'.parameters")
-        raw.append(to_raw_bytes(tensor.data, f"'{tensor.name}'"))
+        if tensor.name in placed:  # Triton reads it from the region; raw contents are for the others, in order
+            _set_grpc_parameters(entry.parameters, placed[tensor.name].parameters(), f"'{tensor.name}'.parameters")
+        else:
+            raw.append(to_raw_bytes(tensor.data, f"'{tensor.name}'"))
 
 
 def encode_grpc_response(response: V2Response, request: V2Request) -> pb.ModelInferResponse:
@@ -566,23 +626,27 @@ def encode_grpc_response(response: V2Response, request: V2Request) -> pb.ModelIn
 
 
 def encode_grpc_request(
-    model: str, inputs: Sequence[V2Tensor], outputs: Sequence[RequestedOutput], request_id: str = ""
+    model: str,
+    inputs: Sequence[V2Tensor],
+    outputs: Sequence[RequestedOutput],
+    request_id: str = "",
+    placed: Placed = _EMPTY,
 ) -> pb.ModelInferRequest:
-    """A ``ModelInferRequest`` with every input as raw contents."""
+    """A ``ModelInferRequest`` with every input as raw contents, or ``placed`` in shared memory."""
     protos = grpc_protos()
     message = protos.ModelInferRequest(model_name=model, id=request_id)
-    _add_raw_tensors(message.inputs, message.raw_input_contents, inputs)
+    _add_raw_tensors(message.inputs, message.raw_input_contents, inputs, placed)
     for output in outputs:
         target = message.outputs.add(name=output.name).parameters
         _set_grpc_parameters(target, output.parameters, f"outputs '{output.name}'.parameters")
     return message
 
 
-def decode_grpc_response(message: pb.ModelInferResponse) -> V2Response:
-    """The outputs of a ``ModelInferResponse`` (raw or typed contents)."""
+def decode_grpc_response(message: pb.ModelInferResponse, views: Views = _EMPTY) -> V2Response:
+    """The outputs of a ``ModelInferResponse`` (raw or typed contents; those in shared memory from ``views``)."""
     return V2Response(
         model_name=message.model_name,
-        outputs=_grpc_tensors(message.outputs, message.raw_output_contents, "outputs"),
+        outputs=_grpc_tensors(message.outputs, message.raw_output_contents, "outputs", views),
         id=message.id,
         model_version=message.model_version,
         parameters=_grpc_parameters(message.parameters, "parameters"),

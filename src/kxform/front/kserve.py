@@ -192,6 +192,4 @@ async def _close_after_servers(shared: Shared) -> None:
     try:
         await asyncio.get_running_loop().create_future()
     finally:
-        await shared.batcher.close(timeout=GRACE_SECONDS)
-        await shared.predictor.close()
-        shared.pool.shutdown()
+        await shared.close()

@@ -17,15 +17,16 @@ from typing import Any, Literal, Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from kxform.errors import KxformError, PredictorTimeoutError, PredictorUnavailableError
-from kxform.v2 import RequestedOutput
+from kxform.errors import KxformError, PredictorSharedMemoryError, PredictorTimeoutError, PredictorUnavailableError
+from kxform.v2 import Placed, RequestedOutput, Views
 
-__all__ = ["PredictorClient", "PredictorSettings", "RequestedOutputs", "call"]
+__all__ = ["Placement", "PredictorClient", "PredictorSettings", "RequestedOutputs", "SharedMemoryMode", "call"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Array = npt.NDArray[Any]
 PredictorProtocol = Literal["v2", "grpc-v2"]
+SharedMemoryMode = Literal["none", "system", "auto"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,16 @@ class PredictorSettings:
     timeout: float = 60.0  # seconds per predictor call, retries included
     retries: int = 2  # extra attempts after a connection failure or 503
     backoff: float = 0.05  # seconds before the first retry; doubles each time, with jitter
+    shm: SharedMemoryMode = "auto"  # tensors through Triton's system shared memory (kxform.predictor.shm)
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """The tensors of one call that are in shared memory: inputs written there, outputs to be read from there."""
+
+    inputs: Placed
+    outputs: Placed
+    views: Views  # the bytes of each region range in ``outputs``
 
 
 class PredictorClient(Protocol):
@@ -46,7 +57,12 @@ class PredictorClient(Protocol):
     settings: PredictorSettings
 
     async def infer(
-        self, model: str, inputs: Mapping[str, Array], outputs: Sequence[str], request_id: str = ""
+        self,
+        model: str,
+        inputs: Mapping[str, Array],
+        outputs: Sequence[str],
+        request_id: str = "",
+        placement: Placement | None = None,
     ) -> dict[str, Array]: ...
 
     async def classify(self, model: str, inputs: Mapping[str, Array], output: str, count: int) -> list[str]:
@@ -60,6 +76,18 @@ class PredictorClient(Protocol):
     async def server_ready(self) -> bool: ...
 
     async def model_ready(self, model: str) -> bool: ...
+
+    async def server_extensions(self) -> frozenset[str]:
+        """The protocol extensions the server lists (``system_shared_memory``, ``classification``, ...)."""
+        ...
+
+    async def register_shared_memory(self, region: str, key: str, byte_size: int) -> None:
+        """Triton's system shared memory extension: map the POSIX shared memory object ``key`` as ``region``."""
+        ...
+
+    async def unregister_shared_memory(self, region: str) -> None:
+        """Forget ``region`` (nothing happens if Triton does not know it)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -102,20 +130,51 @@ class RequestedOutputs:
     """``infer`` and ``classify`` for a client whose ``_infer`` returns the outputs Triton sent, by name."""
 
     async def _infer(
-        self, model: str, inputs: Mapping[str, Array], outputs: Sequence[RequestedOutput], request_id: str
+        self,
+        model: str,
+        inputs: Mapping[str, Array],
+        outputs: Sequence[RequestedOutput],
+        request_id: str,
+        placement: Placement | None,
     ) -> dict[str, Array]:
         raise NotImplementedError
 
     async def infer(
-        self, model: str, inputs: Mapping[str, Array], outputs: Sequence[str], request_id: str = ""
+        self,
+        model: str,
+        inputs: Mapping[str, Array],
+        outputs: Sequence[str],
+        request_id: str = "",
+        placement: Placement | None = None,
     ) -> dict[str, Array]:
-        arrays = await self._infer(model, inputs, [RequestedOutput(name) for name in outputs], request_id)
+        placed = placement.outputs if placement is not None else {}
+        requested = [
+            RequestedOutput(name, placed[name].parameters()) if name in placed else RequestedOutput(name)
+            for name in outputs
+        ]
+        arrays = await self._infer(model, inputs, requested, request_id, placement)
         return {name: arrays[name] for name in outputs}
 
     async def classify(self, model: str, inputs: Mapping[str, Array], output: str, count: int) -> list[str]:
         requested = [RequestedOutput(output, {"classification": count})]
-        values = (await self._infer(model, inputs, requested, ""))[output]
+        values = (await self._infer(model, inputs, requested, "", None))[output]
         return [v.decode() if isinstance(v, bytes) else str(v) for v in values.reshape(-1)]
+
+
+def about_shared_memory(translate: Callable[[Exception], KxformError]) -> Callable[[Exception], KxformError]:
+    """``translate``, for a call that names shared memory regions: Triton's errors about them are not retried.
+
+    Triton answers 404 for a region it does not know (after a restart) and 400 or 500 for one it cannot
+    open or that is too small; ``kxform.predictor.shm`` registers the region again instead.
+    """
+
+    def translated(exc: Exception) -> KxformError:
+        error = translate(exc)
+        if "shared memory" in error.message and not isinstance(error, PredictorTimeoutError):
+            return PredictorSharedMemoryError(error.message)
+        return error
+
+    return translated
 
 
 def zeros_for(shape: Sequence[int], dtype: np.dtype[Any]) -> Array:

@@ -4,7 +4,8 @@ Built on grpc.aio and kserve's own V2 protos rather than ``tritonclient.grpc``: 
 ``inference.*`` messages in protobuf's default pool, and one process cannot load the two (kserve's
 server needs its own). Triton's ``ModelConfig`` RPC is not in kserve's proto; it is called with
 Triton's ``model_config.proto`` loaded on its own (no symbol clash) and the one-field response
-envelope unwrapped by hand.
+envelope unwrapped by hand; the system shared memory RPCs, also Triton's own, have messages of a few
+string and integer fields, written here by hand.
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from kxform.errors import (
     RequestError,
 )
 from kxform.model_config import model_config_pb2
-from kxform.predictor.base import Array, PredictorSettings, RequestedOutputs, call
+from kxform.predictor.base import (
+    Array,
+    Placement,
+    PredictorSettings,
+    RequestedOutputs,
+    about_shared_memory,
+    call,
+)
 from kxform.v2 import RequestedOutput, V2Tensor, decode_grpc_response, encode_grpc_request
 
 __all__ = ["GrpcPredictor"]
@@ -42,13 +50,28 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.enable_retries", 0),  # kxform's own policy (predictor.base.call) decides what is retried
 ]
-_MODEL_CONFIG_METHOD = "/inference.GRPCInferenceService/ModelConfig"
+_SERVICE = "/inference.GRPCInferenceService"
+_MODEL_CONFIG_METHOD = f"{_SERVICE}/ModelConfig"
+
+
+def _string_field(number: int, text: str) -> bytes:
+    data = text.encode()
+    return _varint(number << 3 | 2) + _varint(len(data)) + data  # wire type 2: length-delimited
+
+
+def _uint_field(number: int, value: int) -> bytes:
+    return _varint(number << 3) + _varint(value)  # wire type 0: varint
 
 
 def _encode_config_request(model: str) -> bytes:
-    # ModelConfigRequest { string name = 1; } -- field 1, length-delimited
-    name = model.encode()
-    return b"\x0a" + _varint(len(name)) + name
+    # ModelConfigRequest { string name = 1; }
+    return _string_field(1, model)
+
+
+def _encode_register_request(request: tuple[str, str, int]) -> bytes:
+    # SystemSharedMemoryRegisterRequest { string name = 1; string key = 2; uint64 offset = 3; uint64 byte_size = 4; }
+    region, key, byte_size = request
+    return _string_field(1, region) + _string_field(2, key) + _uint_field(4, byte_size)  # offset 0: the default
 
 
 def _varint(value: int) -> bytes:
@@ -109,18 +132,25 @@ class GrpcPredictor(RequestedOutputs):
         return await call(operation, self.settings, self._translate, what)
 
     async def _infer(
-        self, model: str, inputs: Mapping[str, Array], outputs: Sequence[RequestedOutput], request_id: str
+        self,
+        model: str,
+        inputs: Mapping[str, Array],
+        outputs: Sequence[RequestedOutput],
+        request_id: str,
+        placement: Placement | None,
     ) -> dict[str, Array]:
         tensors = [V2Tensor.from_array(name, array) for name, array in inputs.items()]
-        request = encode_grpc_request(model, tensors, outputs, request_id)
+        placed, views = (placement.inputs, placement.views) if placement is not None else ({}, {})
+        request = encode_grpc_request(model, tensors, outputs, request_id, placed)
         metadata = (("x-request-id", request_id),) if request_id else None
 
         async def operation(timeout: float) -> pb.ModelInferResponse:
             return await self.stub.ModelInfer(request, metadata=metadata, timeout=timeout)
 
-        response = await self._call(operation, f"infer {model}")
+        translate = self._translate if placement is None else about_shared_memory(self._translate)
+        response = await call(operation, self.settings, translate, f"infer {model}")
         try:
-            return decode_grpc_response(response).arrays()
+            return decode_grpc_response(response, views).arrays()
         except RequestError as exc:
             raise PredictorError(f"the predictor's response for '{model}' is not usable: {exc.message}") from exc
 
@@ -156,6 +186,41 @@ class GrpcPredictor(RequestedOutputs):
             return await self.stub.ModelReady(pb.ModelReadyRequest(name=model), timeout=timeout)
 
         return bool((await self._call(operation, f"readiness of {model}")).ready)
+
+    async def server_extensions(self) -> frozenset[str]:
+        async def operation(timeout: float) -> Any:
+            return await self.stub.ServerMetadata(pb.ServerMetadataRequest(), timeout=timeout)
+
+        return frozenset((await self._call(operation, "server metadata")).extensions)
+
+    async def _shared_memory_call(self, method: str, request: Any, serializer: Any, what: str) -> None:
+        assert self.stub is not None  # opens the channel
+        assert self._channel is not None
+        rpc = self._channel.unary_unary(
+            f"{_SERVICE}/{method}", request_serializer=serializer, response_deserializer=lambda data: data
+        )
+
+        async def operation(timeout: float) -> Any:
+            return await rpc(request, timeout=timeout)
+
+        await call(operation, self.settings, about_shared_memory(self._translate), what)
+
+    async def register_shared_memory(self, region: str, key: str, byte_size: int) -> None:
+        await self._shared_memory_call(
+            "SystemSharedMemoryRegister",
+            (region, key, byte_size),
+            _encode_register_request,
+            f"register shared memory region {region}",
+        )
+
+    async def unregister_shared_memory(self, region: str) -> None:
+        # SystemSharedMemoryUnregisterRequest { string name = 1; }
+        await self._shared_memory_call(
+            "SystemSharedMemoryUnregister",
+            region,
+            lambda name: _string_field(1, name),
+            f"unregister shared memory region {region}",
+        )
 
     async def close(self) -> None:
         if self._channel is not None:

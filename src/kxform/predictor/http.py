@@ -21,7 +21,14 @@ import httptools
 import orjson
 
 from kxform.errors import KxformError, PredictorError, PredictorUnavailableError, RequestError
-from kxform.predictor.base import Array, PredictorSettings, RequestedOutputs, call
+from kxform.predictor.base import (
+    Array,
+    Placement,
+    PredictorSettings,
+    RequestedOutputs,
+    about_shared_memory,
+    call,
+)
 from kxform.v2 import HEADER_LENGTH, RequestedOutput, V2Tensor, decode_rest_response, encode_rest_request
 
 __all__ = ["HttpPredictor", "PredictorHttpError"]
@@ -185,18 +192,43 @@ class HttpPredictor(RequestedOutputs):
         return await call(operation, self.settings, self._translate, what)
 
     async def _infer(
-        self, model: str, inputs: Mapping[str, Array], outputs: Sequence[RequestedOutput], request_id: str
+        self,
+        model: str,
+        inputs: Mapping[str, Array],
+        outputs: Sequence[RequestedOutput],
+        request_id: str,
+        placement: Placement | None,
     ) -> dict[str, Array]:
         tensors = [V2Tensor.from_array(name, array) for name, array in inputs.items()]
-        body, headers = encode_rest_request(tensors, outputs, request_id)
+        placed, views = (placement.inputs, placement.views) if placement is not None else ({}, {})
+        body, headers = encode_rest_request(tensors, outputs, request_id, placed)
         if request_id:
             headers["x-request-id"] = request_id
 
         async def operation(timeout: float) -> dict[str, Array]:
             payload, reply_headers = await self._send("POST", f"/v2/models/{model}/infer", timeout, body, headers)
-            return decode_rest_response(payload, reply_headers.get(HEADER_LENGTH)).arrays()
+            return decode_rest_response(payload, reply_headers.get(HEADER_LENGTH), views).arrays()
 
-        return await call(operation, self.settings, self._translate, f"infer {model}")
+        translate = self._translate if placement is None else about_shared_memory(self._translate)
+        return await call(operation, self.settings, translate, f"infer {model}")
+
+    async def _post_shared_memory(self, path: str, body: bytes, what: str) -> None:
+        async def operation(timeout: float) -> None:
+            await self._send("POST", f"/v2/systemsharedmemory/region/{path}", timeout, body)
+
+        await call(operation, self.settings, about_shared_memory(self._translate), what)
+
+    async def register_shared_memory(self, region: str, key: str, byte_size: int) -> None:
+        body = orjson.dumps({"key": key, "offset": 0, "byte_size": byte_size})
+        await self._post_shared_memory(f"{region}/register", body, f"register shared memory region {region}")
+
+    async def unregister_shared_memory(self, region: str) -> None:
+        await self._post_shared_memory(f"{region}/unregister", b"", f"unregister shared memory region {region}")
+
+    async def server_extensions(self) -> frozenset[str]:
+        metadata = await self._get_json("/v2", "server metadata")
+        extensions = metadata.get("extensions")
+        return frozenset(str(e) for e in extensions) if isinstance(extensions, list) else frozenset()
 
     async def model_metadata(self, model: str) -> dict[str, Any]:
         return await self._get_json(f"/v2/models/{model}", f"metadata of {model}")
