@@ -64,6 +64,8 @@ EXTENSION = "system_shared_memory"
 def on_this_host(host: str) -> bool:
     """Whether ``host:port`` is a loopback address (the same machine, or the same pod)."""
     name = host[1 : host.index("]")] if host.startswith("[") and "]" in host else host.rpartition(":")[0] or host
+    if host.count(":") > 1 and not host.startswith("["):  # a bare IPv6 address ("::1"): no port to split off
+        name = host
     if name == "localhost":
         return True
     try:
@@ -143,7 +145,9 @@ class _Region:
     def place(self, layout: _Layout, inputs: Mapping[str, Array]) -> Placement:
         """Write the inputs; the placement names every tensor's range, with views of the outputs'."""
         for name, (offset, _) in layout.inputs.items():
-            triton_shm.set_shared_memory_region(self.handle, [inputs[name]], offset)
+            array = inputs[name]
+            little = array.astype(array.dtype.newbyteorder("<"), copy=False)  # as the wire sends it and Triton reads it
+            triton_shm.set_shared_memory_region(self.handle, [little], offset)
         views = {
             name: memoryview(triton_shm.get_contents_as_numpy(self.handle, np.uint8, [size], offset))
             for name, (offset, size) in layout.outputs.items()
@@ -231,8 +235,12 @@ class SharedMemory:
         outputs: Sequence[str],
         request_id: str,
     ) -> dict[str, Array]:
-        if region.generation != self._generation:
-            await self._register(region)
+        try:
+            if region.generation != self._generation:
+                await self._register(region)
+        except PredictorSharedMemoryError as exc:
+            self._refused(region, exc)
+            return await self.client.infer(spec.name, inputs, outputs, request_id)
         placement = region.place(layout, inputs)
         try:
             try:
@@ -240,8 +248,8 @@ class SharedMemory:
             except PredictorSharedMemoryError as exc:
                 logger.info("predictor: %s; registering the shared memory regions again", exc.message)
                 self._generation += 1
-                await self._register(region)
             try:
+                await self._register(region)
                 return await self.client.infer(spec.name, inputs, outputs, request_id, placement)
             except PredictorSharedMemoryError as exc:
                 logger.warning("predictor: %s; this call goes over the wire", exc.message)
@@ -249,6 +257,16 @@ class SharedMemory:
         finally:
             for view in placement.views.values():
                 view.release()  # the region's buffer may be closed once no view is left
+
+    def _refused(self, region: _Region, exc: PredictorSharedMemoryError) -> None:
+        """Triton cannot map ``region``: an error with ``system``; with ``auto``, shared memory is turned off."""
+        if self.mode == "system":
+            raise PredictorSharedMemoryError(
+                f"--predictor_shm system, but the predictor could not map kxform's region {region.key}: "
+                f"{exc.message}. Triton must see the same /dev/shm as kxform (one emptyDir at /dev/shm in "
+                "both containers, see docs/deploy.md), or use --predictor_shm auto or none"
+            ) from exc
+        self._turn_off(f"the predictor cannot map kxform's regions in /dev/shm: {exc.message}")
 
     async def _decide(self) -> None:
         """Once: does the predictor offer the extension? (An outage leaves it for the next call.)"""
@@ -306,13 +324,7 @@ class SharedMemory:
             await self._register(region, fresh=True)
         except PredictorSharedMemoryError as exc:
             self._drop(spec.name, region)
-            if self.mode == "system":
-                raise PredictorSharedMemoryError(
-                    f"--predictor_shm system, but the predictor could not map kxform's region {region.key}: "
-                    f"{exc.message}. Triton must see the same /dev/shm as kxform (one emptyDir at /dev/shm in "
-                    "both containers, see docs/deploy.md), or use --predictor_shm auto or none"
-                ) from exc
-            self._turn_off(f"the predictor cannot map kxform's regions in /dev/shm: {exc.message}")
+            self._refused(region, exc)
             return None
         except BaseException:
             self._drop(spec.name, region)
