@@ -120,6 +120,7 @@ class TritonServer:
             f"--metrics-port={self.ports.metrics}",
             "--allow-gpu-metrics=false",
             "--exit-timeout-secs=10",
+            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
             *self.extra_args,
         ]
         self._process = subprocess.Popen(
@@ -196,11 +197,20 @@ class TritonServer:
         assert self._process is not None
         return self._process.wait()
 
+    @property
+    def _shm_prefix(self) -> str:
+        """The Python backend's /dev/shm regions of this Triton start with it (Triton's default names are shared)."""
+        return f"kxform_triton_{os.getpid()}_{self.ports.http}_"
+
     def stop(self) -> None:
         """Stop Triton and every process it started, then remove the derived repository."""
         process, self._process = self._process, None
         if process is not None:
             self._terminate(process)
+            # A Triton that had to be killed (or crashed) leaves its Python stubs' regions behind.
+            for leftover in Path("/dev/shm").glob(f"{self._shm_prefix}*"):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
         if self._reader is not None:
             self._reader.join(timeout=5)
             self._reader = None
