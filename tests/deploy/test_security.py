@@ -15,6 +15,7 @@ from tests.deploy.manifests import (
     Manifest,
     component_pods,
     deployment_mode,
+    kxform_containers,
     render_everything,
     render_overlay,
     render_requests,
@@ -91,6 +92,13 @@ def test_every_pod_meets_pod_security_restricted(where: str, pod: Manifest) -> N
     assert restricted_violations(pod) == []
     # Nothing in deploy/ calls the Kubernetes API: no token in any pod.
     assert pod.get("automountServiceAccountToken") is False
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kxform_root_filesystem_is_read_only(overlay: str) -> None:
+    for _, container in kxform_containers(render_overlay(overlay).inference_service):
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp"}  # --workers' metrics directory
 
 
 @pytest.mark.parametrize(
