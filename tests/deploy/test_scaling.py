@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 
-from tests.deploy.manifests import OVERLAYS, REPO, Manifest, core_errors, render_overlay
+from tests.deploy.manifests import (
+    DEPLOY,
+    OVERLAYS,
+    REPO,
+    Manifest,
+    core_errors,
+    inference_service_errors,
+    render,
+    render_overlay,
+)
 from tests.deploy.test_manifests import _arg, _kserve_hpa
 
 
@@ -113,3 +124,18 @@ def test_region_size_of_an_example_model() -> None:
     cifar10 = (REPO / "models" / "cifar10" / "config.pbtxt").read_text()
     # [3,32,32] FP32 in, [10] FP32 out, max_batch_size 8: 98,304 + 320 bytes, about 96 KiB.
     assert _region_bytes(cifar10) == 8 * 3 * 32 * 32 * 4 + 8 * 10 * 4
+
+
+def test_s3_models_component_gives_the_predictor_the_credentials_account(tmp_path: Path) -> None:
+    shutil.copytree(DEPLOY, tmp_path / "deploy")
+    overlay = tmp_path / "deploy" / "overlays" / "scale" / "kustomization.yaml"
+    text = overlay.read_text().replace(
+        "  - ../../components/standard\n", "  - ../../components/standard\n  - ../../components/s3-models\n"
+    )
+    overlay.write_text(text)
+    (isvc,) = [obj for obj in render(overlay.parent) if obj["kind"] == "InferenceService"]
+    assert inference_service_errors(isvc) == []
+    (account,) = [obj for obj in render(tmp_path / "deploy" / "credentials") if obj["kind"] == "ServiceAccount"]
+    assert isvc["spec"]["predictor"]["serviceAccountName"] == account["metadata"]["name"]
+    assert isvc["spec"]["predictor"]["model"]["storageUri"].startswith("s3://")
+    assert [s["name"] for s in account["secrets"]] == ["kxform-models-s3"]
