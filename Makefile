@@ -7,7 +7,10 @@ PLUGINS := $(sort $(dir $(wildcard transformers/*/pyproject.toml)))
 MODELS_STAMP := models/.built
 LINT_PATHS := src tests tools conftest.py $(wildcard transformers benchmarks)
 
-.PHONY: setup models dev test lint typecheck bench soak lock clean
+CHECKOV_VENV := build/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.kxform-setup
+
+.PHONY: setup models dev test lint typecheck bench soak lock checkov checkov-lock clean
 
 setup: $(STAMP)
 
@@ -27,7 +30,7 @@ $(MODELS_STAMP): tools/build_models.py | $(STAMP)
 dev: setup models
 	$(BIN)/kxform dev --model-repository models
 
-test: setup models lint typecheck
+test: setup models lint typecheck checkov
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
@@ -50,6 +53,23 @@ bench: setup models
 # Writes benchmarks/results/soak.json. SOAK_ARGS=--help lists the options (--seconds, --connections).
 soak: setup models
 	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
+
+# checkov (the policy scanner tests/deploy/test_checkov.py runs over deploy/ and docker/) in a venv of
+# its own: its pins (tabulate<0.10, among others) conflict with requirements/constraints.txt.
+checkov: $(CHECKOV_STAMP)
+
+$(CHECKOV_STAMP): requirements/checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements/checkov.txt
+	touch $@
+
+# Re-resolve checkov's pins (the version stays the one in requirements/checkov.txt).
+checkov-lock:
+	rm -rf build/checkov-lock && $(PYTHON) -m venv build/checkov-lock
+	build/checkov-lock/bin/pip install --quiet "$$(grep '^checkov==' requirements/checkov.txt)"
+	{ sed -n '1,2p' requirements/checkov.txt; \
+	  build/checkov-lock/bin/pip freeze --all | grep -v -E '^(setuptools|wheel)==' | sort -f; } > requirements/checkov.txt.new
+	mv requirements/checkov.txt.new requirements/checkov.txt
 
 # Re-resolve the pinned versions from pyproject.toml in a scratch venv.
 lock:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import math
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kxform import limits
+from kxform.codecs.dtypes import V2_DATATYPES, numpy_dtype
 from kxform.codecs.tensor import to_raw_bytes
 from kxform.errors import LimitError, RequestError
 from kxform.v2 import (
@@ -17,6 +21,7 @@ from kxform.v2 import (
     HEADER_LENGTH,
     JSON_CONTENT_TYPE,
     RequestedOutput,
+    SharedRegion,
     V2Request,
     V2Response,
     V2Tensor,
@@ -449,3 +454,171 @@ def test_binary_output_reads_boolean_parameters_sent_as_strings(value: object, b
     request = V2Request("m", (), parameters={"binary_data_output": value})  # type: ignore[dict-item]
 
     assert request.binary_output("x") is binary
+
+
+# --- shared memory placement (Triton's system shared memory extension) ---------------------------------
+
+REGION = SharedRegion("kxform-7-abcdef-m-1", 128, SCORES.nbytes)
+OUT_REGION = SharedRegion("kxform-7-abcdef-m-1", 192, 64)
+
+
+def grpc_parameters(parameters: Any) -> dict[str, Any]:
+    return {key: getattr(value, value.WhichOneof("parameter_choice")) for key, value in parameters.items()}
+
+
+def region_holding(array: np.ndarray[Any, Any], offset: int = 64, slack: int = 16) -> tuple[bytearray, memoryview]:
+    """A stand-in for a region Triton wrote ``array`` into, and the caller's view of that range."""
+    raw = to_raw_bytes(array)
+    region = bytearray(offset + len(raw) + slack)
+    region[offset : offset + len(raw)] = raw
+    return region, memoryview(region)[offset : offset + len(raw) + slack]
+
+
+def test_encode_rest_request_placed_input_names_its_region_and_leaves_its_bytes_out_of_the_body() -> None:
+    inputs = [V2Tensor.from_array("scores", SCORES, {"k": 1}), V2Tensor.from_array("counts", COUNTS)]
+
+    body, headers = encode_rest_request(inputs, [RequestedOutput("y")], "r1", placed={"scores": REGION})
+
+    length = int(headers[HEADER_LENGTH])
+    placed, binary = orjson.loads(body[:length])["inputs"]
+    assert placed == {
+        "name": "scores",
+        "datatype": "FP32",
+        "shape": [1, 3],
+        "parameters": {
+            "k": 1,
+            "shared_memory_region": "kxform-7-abcdef-m-1",
+            "shared_memory_offset": 128,
+            "shared_memory_byte_size": SCORES.nbytes,
+        },
+    }
+    assert binary["parameters"] == {"binary_data_size": COUNTS.nbytes}
+    assert body[length:] == to_raw_bytes(COUNTS)  # the placed input's bytes are in the region only
+
+
+def test_encode_rest_request_with_every_input_placed_is_plain_json() -> None:
+    body, headers = encode_rest_request([V2Tensor.from_array("scores", SCORES)], [], placed={"scores": REGION})
+
+    assert headers == {"content-type": JSON_CONTENT_TYPE}
+    assert "data" not in orjson.loads(body)["inputs"][0]
+
+
+def test_encode_rest_request_output_asked_into_shared_memory_is_not_asked_as_binary() -> None:
+    outputs = [RequestedOutput("y", OUT_REGION.parameters()), RequestedOutput("z")]
+
+    body, headers = encode_rest_request([V2Tensor.from_array("x", SCORES)], outputs)
+
+    document = orjson.loads(body[: int(headers[HEADER_LENGTH])])
+    assert document["outputs"] == [
+        {"name": "y", "parameters": OUT_REGION.parameters()},
+        {"name": "z", "parameters": {"binary_data": True}},
+    ]
+
+
+def test_decode_rest_response_reads_an_output_sent_without_data_from_its_view_and_copies_it() -> None:
+    _, view = region_holding(SCORES)
+    raw = to_raw_bytes(COUNTS)
+    header = rest(
+        {
+            "model_name": "m",
+            "outputs": [
+                {"name": "scores", "datatype": "FP32", "shape": [1, 3]},
+                {"name": "counts", "datatype": "INT64", "shape": [2, 2], "parameters": {"binary_data_size": len(raw)}},
+            ],
+        }
+    )
+
+    response = decode_rest_response(header + raw, str(len(header)), {"scores": view})
+
+    assert_same(response.outputs[0], "scores", SCORES)
+    assert_same(response.outputs[1], "counts", COUNTS)
+    view[:] = bytes(len(view))  # the region's next call
+    assert_same(response.outputs[0], "scores", SCORES)
+
+
+def _rest_reply(datatype: str, shape: list[int], views: dict[str, memoryview]) -> V2Response:
+    body = rest({"outputs": [{"name": "scores", "datatype": datatype, "shape": shape}]})
+    return decode_rest_response(body, None, views)
+
+
+def _grpc_reply(datatype: str, shape: list[int], views: dict[str, memoryview]) -> V2Response:
+    message = pb.ModelInferResponse(model_name="m")
+    message.outputs.add(name="scores", datatype=datatype, shape=shape)
+    message.raw_output_contents.append(b"")
+    return decode_grpc_response(pb.ModelInferResponse.FromString(message.SerializeToString()), views)
+
+
+@pytest.mark.parametrize("decode", [_rest_reply, _grpc_reply], ids=["rest", "grpc"])
+@pytest.mark.parametrize(
+    ("datatype", "size", "message"),
+    [
+        pytest.param(
+            "FP32", SCORES.nbytes - 4, "of shape [1, 3] and datatype FP32 does not fit the 8 bytes", id="small"
+        ),
+        pytest.param("BYTES", 64, "of shape [1, 3] and datatype BYTES does not fit the 64 bytes", id="bytes"),
+    ],
+)
+def test_decode_response_output_that_does_not_fit_its_view_is_a_request_error_naming_it(
+    decode: Any, datatype: str, size: int, message: str
+) -> None:
+    with pytest.raises(RequestError, match=r"outputs\[0\] ") as info:
+        decode(datatype, [1, 3], {"scores": memoryview(bytearray(size))})
+    assert message in info.value.message
+
+
+def test_encode_grpc_request_placed_input_has_no_raw_contents_and_the_others_keep_their_order() -> None:
+    inputs = [
+        V2Tensor.from_array("counts", COUNTS),
+        V2Tensor.from_array("scores", SCORES),
+        V2Tensor.from_array("labels", LABELS),
+    ]
+
+    message = encode_grpc_request(
+        "m", inputs, [RequestedOutput("y", OUT_REGION.parameters())], placed={"scores": REGION}
+    )
+
+    assert [tensor.name for tensor in message.inputs] == ["counts", "scores", "labels"]
+    assert list(message.raw_input_contents) == [to_raw_bytes(COUNTS), to_raw_bytes(LABELS)]
+    assert grpc_parameters(message.inputs[1].parameters) == REGION.parameters()
+    assert grpc_parameters(message.inputs[0].parameters) == {}
+    assert grpc_parameters(message.outputs[0].parameters) == OUT_REGION.parameters()
+
+
+def test_decode_grpc_response_reads_an_output_with_empty_raw_contents_from_its_view() -> None:
+    message = pb.ModelInferResponse(model_name="m", id="r1")
+    message.outputs.add(name="scores", datatype="FP32", shape=[1, 3])
+    message.outputs.add(name="counts", datatype="INT64", shape=[2, 2])
+    message.raw_output_contents.extend([b"", to_raw_bytes(COUNTS)])  # Triton keeps one entry per output
+    _, view = region_holding(SCORES)
+
+    response = decode_grpc_response(pb.ModelInferResponse.FromString(message.SerializeToString()), {"scores": view})
+
+    assert_same(response.outputs[0], "scores", SCORES)
+    assert_same(response.outputs[1], "counts", COUNTS)
+    view[:] = bytes(len(view))
+    assert_same(response.outputs[0], "scores", SCORES)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    datatype=st.sampled_from([datatype for datatype in V2_DATATYPES if datatype != "BYTES"]),
+    shape=st.lists(st.integers(0, 4), max_size=3),
+    offset=st.integers(0, 200),
+    slack=st.integers(0, 16),
+    decode=st.sampled_from([_rest_reply, _grpc_reply]),
+    data=st.data(),
+)
+def test_an_output_read_from_shared_memory_equals_the_array_written_there_bit_for_bit(
+    datatype: str, shape: list[int], offset: int, slack: int, decode: Any, data: st.DataObject
+) -> None:
+    size = math.prod(shape) * numpy_dtype(datatype).itemsize
+    raw = data.draw(st.binary(min_size=size, max_size=size))  # every bit pattern: NaNs, subnormals, odd bools
+    array = np.frombuffer(raw, numpy_dtype(datatype).newbyteorder("<")).reshape(shape)
+    _, view = region_holding(array, offset, slack)
+
+    [decoded] = decode(datatype, shape, {"scores": view}).outputs
+
+    assert (decoded.datatype, decoded.shape) == (datatype, tuple(shape))
+    assert decoded.data.tobytes() == raw
+    view[:] = b"\xff" * len(view)
+    assert decoded.data.tobytes() == raw  # a copy: the region's next call does not change it

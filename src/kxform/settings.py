@@ -152,7 +152,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--predictor_host",
         default=_env("predictor_host", "127.0.0.1:8000"),
-        help="the predictor's host:port (default: %(default)s)",
+        help="the predictor's host:port (default: %(default)s); over grpc-v2, dns:///HOST:PORT spreads calls "
+        "round-robin over every address HOST resolves to (a headless Service's pods)",
     )
     protocol = _env("predictor_protocol", _env("protocol", "v2"), parse_protocol)
     parser.add_argument(

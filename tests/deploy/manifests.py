@@ -21,7 +21,7 @@ DEPLOY = REPO / "deploy"
 # KServe's own CRD, kept in the repository (tests/deploy/kserve/README.md says where it comes from).
 CRD_PATH = Path(__file__).resolve().parent / "kserve" / "serving.kserve.io_inferenceservices.yaml"
 # What a user applies: `kubectl apply -k` on each of these.
-OVERLAYS = ("http", "grpc", "grpc-standard", "collocated", "standard-hpa")
+OVERLAYS = ("http", "grpc", "grpc-standard", "collocated", "standard-hpa", "scale")
 KUBERNETES_VERSION = "1.33.0"
 # KServe's webhook: IsvcNameFmt in pkg/apis/serving/v1beta1/inference_service_validation.go.
 ISVC_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -74,6 +74,17 @@ def render_storage() -> Rendered:
 @functools.cache
 def render_requests() -> Rendered:
     return Rendered("deploy/requests", render(DEPLOY / "requests"))
+
+
+@functools.cache
+def render_credentials() -> Rendered:
+    return Rendered("deploy/credentials", render(DEPLOY / "credentials"))
+
+
+def render_everything(deploy: Path = DEPLOY) -> dict[str, tuple[Manifest, ...]]:
+    """Every kustomization a user applies under DEPLOY, by its path relative to DEPLOY."""
+    directories = [f"overlays/{name}" for name in OVERLAYS] + ["storage", "requests", "credentials"]
+    return {directory: render(deploy / directory) for directory in directories}
 
 
 def _strict(node: Any) -> Any:
@@ -136,6 +147,44 @@ def kxform_containers(isvc: Manifest) -> Iterator[tuple[str, Manifest]]:
     for container in spec["predictor"].get("containers", []):
         if container["name"] == "transformer-container":
             yield "collocated", container
+
+
+# The pod fields KServe copies from a component of the InferenceService into the pod it creates.
+_POD_FIELDS = (
+    "securityContext",
+    "automountServiceAccountToken",
+    "serviceAccountName",
+    "volumes",
+    "topologySpreadConstraints",
+    "affinity",
+    "nodeSelector",
+    "tolerations",
+    "hostNetwork",
+    "hostPID",
+    "hostIPC",
+    "initContainers",
+)
+
+
+def component_pods(isvc: Manifest) -> dict[str, Manifest]:
+    """The pod spec of each component as KServe builds it from ISVC: 'predictor', 'transformer'.
+
+    The predictor's model becomes its kserve-container (merged onto the kserve-tritonserver runtime's
+    container, whose own fields the model's override) beside any `containers` (a collocated
+    transformer-container); a transformer's containers are its own.
+    """
+    pods: dict[str, Manifest] = {}
+    for component in ("predictor", "transformer"):
+        spec = isvc["spec"].get(component)
+        if spec is None:
+            continue
+        pod = {key: copy.deepcopy(spec[key]) for key in _POD_FIELDS if key in spec}
+        containers = copy.deepcopy(spec.get("containers", []))
+        if "model" in spec:
+            containers.insert(0, {"name": "kserve-container", **copy.deepcopy(spec["model"])})
+        pod["containers"] = containers
+        pods[component] = pod
+    return pods
 
 
 def deployment_mode(isvc: Manifest) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.deploy.manifests import OVERLAYS, REPO, render_overlay, render_requests, render_storage
+from tests.deploy.manifests import OVERLAYS, REPO, render_credentials, render_overlay, render_requests, render_storage
 
 DOC = REPO / "docs" / "deploy.md"
 
@@ -27,7 +27,7 @@ def test_doc_applies_every_variant() -> None:
 
 def _resource_names() -> set[str]:
     names: set[str] = set()
-    for rendered in [render_storage(), render_requests(), *(render_overlay(o) for o in OVERLAYS)]:
+    for rendered in [render_storage(), render_requests(), render_credentials(), *(render_overlay(o) for o in OVERLAYS)]:
         for obj in rendered.objects:
             names.add(obj["metadata"]["name"])
             if obj["kind"] == "InferenceService":

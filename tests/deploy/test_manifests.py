@@ -20,6 +20,7 @@ from tests.deploy.manifests import (
     inference_service_errors,
     kxform_containers,
     render,
+    render_credentials,
     render_overlay,
     render_requests,
     render_storage,
@@ -63,6 +64,13 @@ def isvc(request: pytest.FixtureRequest) -> Manifest:
     return render_overlay(request.param).inference_service
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_of_an_overlay_is_valid(overlay: str) -> None:
+    for obj in render_overlay(overlay).objects:
+        if obj["kind"] != "InferenceService":
+            assert (obj["kind"], core_errors(obj)) == (obj["kind"], [])
+
+
 def test_overlays_are_all_checked() -> None:
     on_disk = {path.parent.name for path in (DEPLOY / "overlays").glob("*/kustomization.yaml")}
     assert on_disk == set(OVERLAYS)
@@ -80,6 +88,9 @@ def test_inference_service_matches_kserve_crd(isvc: Manifest) -> None:
         pytest.param(render_storage, "Pod", id="storage-pod"),
         pytest.param(render_requests, "ConfigMap", id="requests-configmap"),
         pytest.param(render_requests, "Job", id="requests-load-job"),
+        pytest.param(render_storage, "NetworkPolicy", id="storage-networkpolicy"),
+        pytest.param(render_credentials, "ServiceAccount", id="credentials-serviceaccount"),
+        pytest.param(render_credentials, "Secret", id="credentials-secret"),
     ],
 )
 def test_core_object_is_valid_kubernetes(rendered: Any, kind: str) -> None:
@@ -93,7 +104,8 @@ def test_load_job_targets_the_hpa_variant() -> None:
     url = {e["name"]: e["value"] for e in container["env"]}["URL"]
     isvc = render_overlay("standard-hpa").inference_service
     meta = isvc["metadata"]
-    assert url == f"http://{meta['name']}-transformer.{meta['namespace']}/v1/models/{_settings()['model']}:predict"
+    model = _settings()["model"]
+    assert url == f"http://{meta['name']}-transformer.{meta['namespace']}.svc.cluster.local/v1/models/{model}:predict"
     assert job["metadata"]["namespace"] == meta["namespace"]
     (volume,) = job["spec"]["template"]["spec"]["volumes"]
     (configmap,) = render_requests().of_kind("ConfigMap")
@@ -148,7 +160,7 @@ def test_broken_overlay_is_rejected(tmp_path: Path) -> None:
         "    patch: |-\n"
         "      - {op: add, path: /spec/transformer/minReplica, value: 2}\n"
     )
-    (isvc,) = render(overlay)
+    (isvc,) = [obj for obj in render(overlay) if obj["kind"] == "InferenceService"]
     assert inference_service_errors(isvc) == [
         "spec.transformer: Additional properties are not allowed ('minReplica' was unexpected)"
     ]
@@ -261,6 +273,10 @@ def test_predictor_host_names_this_predictor(isvc: Manifest) -> None:
     protocol = _arg(container, "--predictor_protocol")
     if role == "collocated":
         assert host == f"localhost:{TRITON_GRPC_PORT if protocol == 'grpc-v2' else TRITON_HTTP_PORT}"
+    elif protocol == "grpc-v2" and host is not None and host.startswith("dns:///"):
+        # deploy/overlays/scale: the headless Service of this predictor, Triton's own gRPC port.
+        meta = isvc["metadata"]
+        assert host == f"dns:///{meta['name']}-predictor-grpc.{meta['namespace']}.svc.cluster.local:{TRITON_GRPC_PORT}"
     elif protocol == "grpc-v2":
         # KServe's default host carries no port, and gRPC would dial 443.
         meta = isvc["metadata"]
@@ -269,13 +285,13 @@ def test_predictor_host_names_this_predictor(isvc: Manifest) -> None:
         assert host is None, "over HTTP, KServe appends the right --predictor_host itself"
 
 
-def _kserve_hpa(isvc: Manifest) -> Manifest:
-    """The HPA KServe creates for the transformer in Standard mode with autoscalerClass hpa.
+def _kserve_hpa(isvc: Manifest, component: str = "transformer") -> Manifest:
+    """The HPA KServe creates for COMPONENT in Standard mode with autoscalerClass hpa.
 
     Mirrors createHPA/getHPAMetrics in pkg/controller/v1beta1/inferenceservice/reconcilers/hpa/
     hpa_reconciler.go (kserve aaac4e2) for the metrics this repository uses.
     """
-    transformer = isvc["spec"]["transformer"]
+    transformer = isvc["spec"][component]
     metrics = [
         {
             "type": "Resource",
@@ -289,7 +305,7 @@ def _kserve_hpa(isvc: Manifest) -> Manifest:
         }
         for metric in transformer["autoScaling"]["metrics"]
     ]
-    name = f"{isvc['metadata']['name']}-transformer"
+    name = f"{isvc['metadata']['name']}-{component}"
     min_replicas = max(1, transformer.get("minReplicas", 1))
     return {
         "apiVersion": "autoscaling/v2",

@@ -36,7 +36,7 @@ from kxform.predictor.base import (
 )
 from kxform.v2 import RequestedOutput, V2Tensor, decode_grpc_response, encode_grpc_request
 
-__all__ = ["GrpcPredictor"]
+__all__ = ["GrpcPredictor", "channel_options"]
 
 # Large images and batches exceed gRPC's 4 MiB default message size.
 _MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -61,6 +61,19 @@ def _string_field(number: int, text: str) -> bytes:
 
 def _uint_field(number: int, value: int) -> bytes:
     return _varint(number << 3) + _varint(value)  # wire type 0: varint
+
+
+# A target with a resolver scheme (dns:///predictor-headless.ns.svc.cluster.local:9000, ipv4:a:p,b:p) names
+# every predictor pod: balance calls over all of them. A bare host:port keeps gRPC's pick_first, which is
+# what a ClusterIP Service (one address) or localhost (127.0.0.1 and ::1, one of them listening) wants.
+_BALANCED_SCHEMES = ("dns:", "ipv4:", "ipv6:")
+
+
+def channel_options(target: str) -> list[tuple[str, Any]]:
+    """The channel arguments for TARGET: round-robin over the resolved addresses when it has a scheme."""
+    if target.startswith(_BALANCED_SCHEMES):
+        return [*_CHANNEL_OPTIONS, ("grpc.lb_policy_name", "round_robin")]
+    return list(_CHANNEL_OPTIONS)
 
 
 def _encode_config_request(model: str) -> bytes:
@@ -105,11 +118,12 @@ class GrpcPredictor(RequestedOutputs):
     @property
     def stub(self) -> GRPCInferenceServiceStub:
         if self._stub is None:
+            target = self.settings.host
             if self.settings.use_ssl:
                 credentials = grpc.ssl_channel_credentials()
-                self._channel = grpc.aio.secure_channel(self.settings.host, credentials, options=_CHANNEL_OPTIONS)
+                self._channel = grpc.aio.secure_channel(target, credentials, options=channel_options(target))
             else:
-                self._channel = grpc.aio.insecure_channel(self.settings.host, options=_CHANNEL_OPTIONS)
+                self._channel = grpc.aio.insecure_channel(target, options=channel_options(target))
             self._stub = GRPCInferenceServiceStub(self._channel)
         return self._stub
 
