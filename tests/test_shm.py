@@ -11,6 +11,7 @@ An answer is right only if its bytes went through /dev/shm. The model answers ``
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import mmap
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -161,6 +162,10 @@ class MemoryTriton(RequestedOutputs):
         mapping = self.mapped.pop(region, None)
         if mapping is not None:
             mapping.close()
+
+    async def shared_memory_regions(self) -> list[str]:
+        await asyncio.sleep(0)
+        return list(self.mapped)
 
     # --- inference, over kxform's own REST encoding
 
@@ -763,3 +768,40 @@ async def test_close_unregisters_every_region_and_leaves_nothing_in_dev_shm(make
     assert shm.regions() == []
     assert not our_dev_shm_entries() & set(names)
     assert all(info.value.http_status == 504 for info in kept)
+
+
+# --- regions of processes that died without closing -------------------------------------------------
+
+
+async def test_the_first_call_removes_the_regions_of_kxform_processes_that_died_without_closing(
+    make_shm: MakeShm,
+) -> None:
+    # Two other processes' regions: one died (its lock file is free), one lives (it holds its lock).
+    dead, alive = "kxform-999999-dead00", "kxform-999998-a11ve0"
+    created = []
+    for prefix in (dead, alive):
+        for path in (DEV_SHM / f"{prefix}.lock", DEV_SHM / f"{prefix}-cifar10-1"):
+            path.write_bytes(b"\0" * 4096)
+            created.append(path)
+    holder = os.open(DEV_SHM / f"{alive}.lock", os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    triton = MemoryTriton("auto")
+    for prefix in (dead, alive):
+        await triton.register_shared_memory(f"{prefix}-cifar10-1", f"/{prefix}-cifar10-1", 4096)
+    try:
+        shm = make_shm(triton)
+        model = spec()
+        request = rows(2, 0)
+
+        assert_own_sums(await infer(shm, model, request), request)
+
+        assert f"{dead}-cifar10-1" in triton.unregistrations
+        assert not (DEV_SHM / f"{dead}-cifar10-1").exists()
+        assert not (DEV_SHM / f"{dead}.lock").exists()
+        assert f"{alive}-cifar10-1" in triton.mapped  # a live process keeps its regions
+        assert (DEV_SHM / f"{alive}-cifar10-1").exists()
+        assert any(path.name.endswith(".lock") for path in DEV_SHM.glob(f"kxform-{os.getpid()}-*"))
+    finally:
+        os.close(holder)
+        for path in created:
+            path.unlink(missing_ok=True)

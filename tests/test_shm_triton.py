@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 
@@ -282,3 +283,29 @@ def test_a_triton_that_cannot_open_the_regions(
         system.stop()
     assert not in_dev_shm(auto)
     assert not in_dev_shm(system)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_the_regions_of_a_killed_kxform_are_removed_by_the_next_one(
+    triton: ServerProcess, tmp_path: Path, protocol: str
+) -> None:
+    host = predictor_host(triton, protocol)
+    extra = [f"--predictor_protocol={protocol}", "--predictor_shm=system", "--enable_grpc=false"]
+    instances = [{"b64": image_b64(seed, 32, "PNG")} for seed in range(10)]
+    first = start_serve(["test-cifar10"], host, tmp_path, extra=extra)
+    predictions(predict(first, "test-cifar10", instances))
+    regions = registered(triton, first)
+    assert regions
+    # The container is killed: the process and its helpers (Python's resource tracker) die at once.
+    for child in psutil.Process(pid_of(first)).children(recursive=True):
+        child.kill()
+    first.stop(signal.SIGKILL)
+    assert in_dev_shm(first) == set(regions) | {lock.name for lock in SHM.glob(f"kxform-{pid_of(first)}-*.lock")}
+
+    second = start_serve(["test-cifar10"], host, tmp_path, extra=extra)
+    try:
+        predictions(predict(second, "test-cifar10", instances[:1]))
+        assert not registered(triton, first)
+        assert not in_dev_shm(first)
+    finally:
+        second.stop()

@@ -89,6 +89,10 @@ class PredictorClient(Protocol):
         """Forget ``region`` (nothing happens if Triton does not know it)."""
         ...
 
+    async def shared_memory_regions(self) -> list[str]:
+        """The names of the system shared memory regions Triton has registered (everyone's)."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -76,6 +76,46 @@ def channel_options(target: str) -> list[tuple[str, Any]]:
     return list(_CHANNEL_OPTIONS)
 
 
+def _fields(data: bytes) -> list[tuple[int, bytes | int]]:
+    """The (number, value) of each field of a protobuf message: bytes if length-delimited, else the varint."""
+    fields: list[tuple[int, bytes | int]] = []
+    position = 0
+    while position < len(data):
+        tag, position = _read_varint(data, position)
+        number, wire_type = tag >> 3, tag & 7
+        if wire_type == 2:
+            length, position = _read_varint(data, position)
+            fields.append((number, data[position : position + length]))
+            position += length
+        elif wire_type == 0:
+            value, position = _read_varint(data, position)
+            fields.append((number, value))
+        else:  # fixed32/fixed64: not in the messages read here
+            raise ValueError(f"unexpected protobuf wire type {wire_type}")
+    return fields
+
+
+def _read_varint(data: bytes, position: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, position
+
+
+def _decode_status_response(data: bytes) -> list[str]:
+    # SystemSharedMemoryStatusResponse { map<string, RegionStatus> regions = 1; }: each entry a message
+    # whose field 1 is the key, the region's name.
+    names = []
+    for number, entry in _fields(data):
+        if number == 1 and isinstance(entry, bytes):
+            names += [key.decode() for field, key in _fields(entry) if field == 1 and isinstance(key, bytes)]
+    return names
+
+
 def _encode_config_request(model: str) -> bytes:
     # ModelConfigRequest { string name = 1; }
     return _string_field(1, model)
@@ -207,7 +247,7 @@ class GrpcPredictor(RequestedOutputs):
 
         return frozenset((await self._call(operation, "server metadata")).extensions)
 
-    async def _shared_memory_call(self, method: str, request: Any, serializer: Any, what: str) -> None:
+    async def _shared_memory_call(self, method: str, request: Any, serializer: Any, what: str) -> bytes:
         assert self.stub is not None  # opens the channel
         assert self._channel is not None
         rpc = self._channel.unary_unary(
@@ -217,7 +257,15 @@ class GrpcPredictor(RequestedOutputs):
         async def operation(timeout: float) -> Any:
             return await rpc(request, timeout=timeout)
 
-        await call(operation, self.settings, about_shared_memory(self._translate), what)
+        return bytes(await call(operation, self.settings, about_shared_memory(self._translate), what))
+
+    async def shared_memory_regions(self) -> list[str]:
+        # SystemSharedMemoryStatusRequest { string name = 1; }: empty, every region
+        reply = await self._shared_memory_call("SystemSharedMemoryStatus", b"", bytes, "shared memory status")
+        try:
+            return _decode_status_response(reply)
+        except (ValueError, IndexError, UnicodeDecodeError) as exc:
+            raise PredictorError(f"the predictor's shared memory status is not readable: {exc}") from exc
 
     async def register_shared_memory(self, region: str, key: str, byte_size: int) -> None:
         await self._shared_memory_call(

@@ -225,6 +225,18 @@ class HttpPredictor(RequestedOutputs):
     async def unregister_shared_memory(self, region: str) -> None:
         await self._post_shared_memory(f"{region}/unregister", b"", f"unregister shared memory region {region}")
 
+    async def shared_memory_regions(self) -> list[str]:
+        async def operation(timeout: float) -> Any:
+            payload, _ = await self._send("GET", "/v2/systemsharedmemory/status", timeout)
+            return orjson.loads(payload)
+
+        regions = await call(operation, self.settings, about_shared_memory(self._translate), "shared memory status")
+        return (
+            [str(r["name"]) for r in regions if isinstance(r, dict) and "name" in r]
+            if isinstance(regions, list)
+            else []
+        )
+
     async def server_extensions(self) -> frozenset[str]:
         metadata = await self._get_json("/v2", "server metadata")
         extensions = metadata.get("extensions")

@@ -14,6 +14,12 @@ for the model's ``max_batch_size`` rows and replaced by a larger one when a call
 dims). BYTES tensors, empty and scalar tensors, and outputs whose size is unknown before the call
 (dynamic dims) travel in the message as before; a call with nothing to place goes over the wire.
 
+A process that dies without closing (SIGKILL of its container, the OOM killer) cannot remove its
+regions, and an emptyDir at /dev/shm outlives a container restart. So each process holds a lock
+(``flock``, released by the kernel however the process ends) on ``/dev/shm/kxform-<pid>-<token>.lock``
+while it has regions; at its first call, a process removes the regions of every lock nobody holds, from
+Triton and from /dev/shm.
+
 Triton forgets every region when it restarts. An error about a region (``PredictorSharedMemoryError``)
 or an outage (``PredictorUnavailableError``) makes each region register again before its next use; a
 call refused for its region is sent once more after registering, then over the wire. A call cut short
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import ipaddress
 import logging
 import math
@@ -39,6 +46,7 @@ import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import tritonclient.utils.shared_memory as triton_shm
@@ -58,6 +66,7 @@ MAX_REGIONS = 16
 _ALIGN = 64  # each tensor starts on a cache line
 _PAGE = 4096
 _UNREGISTER_SECONDS = 5.0  # close() does not wait longer for a Triton that does not answer
+DEV_SHM = Path("/dev/shm")  # where POSIX shared memory objects live on Linux
 EXTENSION = "system_shared_memory"
 
 
@@ -193,6 +202,7 @@ class SharedMemory:
         self._regions: dict[_Region, str] = {}  # every region alive, and its model
         self._pending: set[asyncio.Task[None]] = set()  # retirements and removals under way
         self._retiring: dict[_Region, asyncio.TimerHandle] = {}
+        self._lock: int | None = None  # the descriptor of our lock file, once we have regions
 
     @property
     def active(self) -> bool:
@@ -293,6 +303,31 @@ class SharedMemory:
                 return
             self._state = "on"
             logger.info("predictor shared memory: system (regions kxform-%d-* in /dev/shm)", os.getpid())
+            await self._remove_abandoned()
+
+    async def _remove_abandoned(self) -> None:
+        """Remove the regions of kxform processes that died without closing (their lock is free)."""
+        owners = _abandoned_locks()
+        if not owners:
+            return
+        prefixes = tuple(f"{path.name.removesuffix('.lock')}-" for path in owners)
+        try:
+            names = [name for name in await self.client.shared_memory_regions() if name.startswith(prefixes)]
+            for name in names:
+                await self.client.unregister_shared_memory(name)
+        except KxformError as exc:
+            logger.info("regions of exited kxform processes: not unregistered from the predictor (%s)", exc.message)
+        removed = 0
+        for prefix in prefixes:
+            for path in DEV_SHM.glob(f"{prefix}*"):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed += 1
+        for path, descriptor in owners.items():
+            with contextlib.suppress(OSError):
+                path.unlink()
+            os.close(descriptor)
+        logger.info("removed %d shared memory regions of %d kxform processes that are gone", removed, len(owners))
 
     def _turn_off(self, reason: str) -> None:
         self._state = "off"
@@ -332,6 +367,8 @@ class SharedMemory:
         return region
 
     def _create(self, model: str, size: int) -> _Region:
+        if self._lock is None:
+            self._lock = _hold_lock(DEV_SHM / f"{self._prefix}.lock")
         self._count += 1
         name = f"{self._prefix}-{re.sub(r'[^A-Za-z0-9_.-]', '_', model)[:64]}-{self._count}"
         handle = triton_shm.create_shared_memory_region(name, f"/{name}", size, create_only=True)
@@ -403,3 +440,32 @@ class SharedMemory:
                     )
         for region, model in regions:
             self._drop(model, region)
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                (DEV_SHM / f"{self._prefix}.lock").unlink()
+            os.close(self._lock)
+            self._lock = None
+
+
+def _hold_lock(path: Path) -> int:
+    """Create ``path`` and hold an exclusive flock on it for as long as this process lives."""
+    descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return descriptor
+
+
+def _abandoned_locks() -> dict[Path, int]:
+    """The lock files of kxform processes that are gone: now locked by us (path -> descriptor)."""
+    abandoned = {}
+    for path in DEV_SHM.glob("kxform-*.lock"):
+        try:
+            descriptor = os.open(path, os.O_RDWR)
+        except OSError:  # removed meanwhile, or not ours to open
+            continue
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: its process is alive (this one included)
+            os.close(descriptor)
+            continue
+        abandoned[path] = descriptor
+    return abandoned
