@@ -23,7 +23,16 @@ from .processes import TRITON_ENVIRONMENT, Servers, start_servers
 from .profiling import Profile, summarize
 from .report import Measurement, Report
 from .repository import build_repository
-from .scenarios import BUSY_CONNECTIONS, SATURATED_CONNECTIONS, Plugins, Run, Scenario, build_scenarios, server_specs
+from .scenarios import (
+    BUSY_CONNECTIONS,
+    SATURATED_CONNECTIONS,
+    SHM_IMPLEMENTATION,
+    Plugins,
+    Run,
+    Scenario,
+    build_scenarios,
+    server_specs,
+)
 from .triton_metrics import read_counters
 from .usage import MachineCpu, ProcessUsage
 
@@ -31,8 +40,10 @@ __all__ = ["Options", "run_benchmark"]
 
 OTHERS_LIMIT_CORES = 0.15  # more CPU than this used outside the benchmark during a run is noted
 # Whose outputs must equal kxform's for the same images: the independent implementations of the same
-# preprocessing (kserve-noop answers a constant; kxform-grpc and kxform-workersN run kxform's code).
-COMPARED = ("reference", "triton-ensemble")
+# preprocessing; Triton sent the tensor directly (the bench makes it with the plugins' pipelines, and
+# tensor-8's plugin must pass it through unchanged); kxform-shm, whose tensors take another road to
+# Triton. kserve-noop answers a constant; kxform-grpc and kxform-workersN send what kxform does.
+COMPARED = ("reference", "triton-ensemble", "triton", SHM_IMPLEMENTATION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +72,11 @@ def _v2_input_name(plugin: str) -> str:
     """The V2 input the plugin declares (kxform takes any name when it declares none)."""
     inputs = load_plugin(plugin).transformer.inputs
     return inputs[0].name if inputs else "image"
+
+
+def _v2_input_names(plugins: Plugins) -> dict[str, str]:
+    """The V2 input names of the plugins the V2 scenarios send to: cifar10's and the tensor plugin's."""
+    return {name: _v2_input_name(name) for name in (plugins.cifar10, plugins.tensor) if name is not None}
 
 
 def _check_first_reply(session: _Session, scenario: Scenario, run: Run) -> None:
@@ -242,7 +258,11 @@ def _new_report(options: Options) -> Report:
                 + " as in the seeds' InferenceService"
             ),
         },
-        plugins={"cifar10": options.plugins.cifar10, "imagenet": options.plugins.imagenet},
+        plugins={
+            "cifar10": options.plugins.cifar10,
+            "imagenet": options.plugins.imagenet,
+            "tensor": options.plugins.tensor,
+        },
         measurements=[],
     )
 
@@ -251,9 +271,7 @@ def run_benchmark(options: Options) -> Report:
     """Start Triton and the transformers, measure each selected scenario, profile if asked; stop all."""
     report = _new_report(options)
     with contextlib.ExitStack() as stack:
-        scenarios = _selected(
-            build_scenarios(options.plugins, _v2_input_name(options.plugins.cifar10)), options.scenarios
-        )
+        scenarios = _selected(build_scenarios(options.plugins, _v2_input_names(options.plugins)), options.scenarios)
         needed = {run.server for scenario in scenarios for run in scenario.runs}
         specs = [spec for spec in server_specs(options.plugins) if spec.key in needed]
         # One Triton for every implementation: the user's models and the ensembles (triton-ensemble) side by side.
