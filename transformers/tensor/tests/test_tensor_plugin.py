@@ -13,6 +13,8 @@ import orjson
 import pytest
 import torch
 import tritonclient.http as triton_http
+from kserve import InferenceGRPCClient
+from kserve.protocol.infer_type import InferInput, InferRequest
 from kxform_example_tensor import rows_as_batch
 
 import kxform
@@ -149,6 +151,23 @@ def test_v2_binary_request_from_tritonclient_gets_the_logits(serve: ServerProces
     result = client.infer("tensor", [tensor], outputs=[triton_http.InferRequestedOutput("logits", binary_data=True)])
 
     np.testing.assert_allclose(result.as_numpy("logits"), pooled_in_process(model_repository, batch), atol=1e-5)
+
+
+@pytest.mark.integration
+async def test_v2_grpc_request_gets_the_logits(serve: ServerProcess, model_repository: Path) -> None:
+    # kserve's gRPC client: tritonclient.grpc's protos clash with kserve's in one process (tests/triton/).
+    batch = images(4, seed=2)
+    tensor = InferInput("input", list(batch.shape), "FP32")
+    tensor.set_data_from_numpy(batch, binary_data=True)
+    client = InferenceGRPCClient(serve.grpc_url, timeout=60, retries=0)
+    try:
+        response = await client.infer(InferRequest("tensor", [tensor]))
+    finally:
+        await client.close()
+
+    (logits,) = response.outputs
+    assert logits.name == "logits"
+    np.testing.assert_allclose(logits.as_numpy(), pooled_in_process(model_repository, batch), atol=1e-5)
 
 
 def _sent_images(line: str) -> npt.NDArray[np.float32]:
