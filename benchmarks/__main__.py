@@ -12,7 +12,7 @@ from .loadgen import Load, require_wrk
 from .processes import installed_plugins
 from .profiling import py_spy
 from .runner import Options, run_benchmark
-from .scenarios import Plugins
+from .scenarios import MODELS, SHM_FLAG_AVAILABLE, Plugins
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository, wherever the command runs from
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--imagenet-plugin", default="imagenet", help="kxform plugin for resnet50 (default: %(default)s)"
     )
+    parser.add_argument(
+        "--tensor-plugin", default="tensor", help="kxform passthrough plugin for pooled (default: %(default)s)"
+    )
     parser.add_argument("--scenario", action="append", default=[], help="run only this scenario (repeatable)")
     parser.add_argument(
         "--profile", action="store_true", help="also profile kxform under each scenario's load (py-spy)"
@@ -50,14 +53,17 @@ def _parser() -> argparse.ArgumentParser:
 def _plugins(args: argparse.Namespace) -> tuple[Plugins, list[str]]:
     """The plugins to serve, falling back where one is not installed; the notes say so."""
     installed, notes = installed_plugins(), []
-    cifar10, imagenet = args.cifar10_plugin, args.imagenet_plugin
+    cifar10, imagenet, tensor = args.cifar10_plugin, args.imagenet_plugin, args.tensor_plugin
     if cifar10 not in installed:
         notes.append(f"kxform plugin '{cifar10}' is not installed; cifar10 scenarios use '{FALLBACK_CIFAR10}'")
         cifar10 = FALLBACK_CIFAR10
     if imagenet not in installed:
-        notes.append(f"kxform plugin '{imagenet}' is not installed; imagenet-1 runs without kxform")
+        notes.append(f"kxform plugin '{imagenet}' is not installed; imagenet-1 and imagenet-8 run without kxform")
         imagenet = None
-    return Plugins(cifar10, imagenet), notes
+    if tensor not in installed:
+        notes.append(f"kxform plugin '{tensor}' is not installed; tensor-8 runs without kxform")
+        tensor = None
+    return Plugins(cifar10, imagenet, tensor), notes
 
 
 def _command() -> str:
@@ -72,9 +78,12 @@ def main() -> None:
     require_wrk()
     if args.profile and py_spy() is None:
         raise SystemExit("--profile needs py-spy: .venv/bin/pip install -c requirements/constraints.txt py-spy")
-    if not (args.model_repository / "cifar10" / "config.pbtxt").exists():
-        raise SystemExit(f"no model repository at {args.model_repository}: run `make models`")
+    missing = [model for model in MODELS if not (args.model_repository / model / "config.pbtxt").exists()]
+    if missing:
+        raise SystemExit(f"the model repository {args.model_repository} has no {', '.join(missing)}: run `make models`")
     plugins, notes = _plugins(args)
+    if not SHM_FLAG_AVAILABLE:
+        notes.append("kxform serve has no --predictor_shm yet (SHM_FLAG_AVAILABLE in scenarios.py): no kxform-shm runs")
     for note in notes:
         print(f"note: {note}", flush=True)
     options = Options(

@@ -13,7 +13,7 @@ from typing import Literal
 from kxform.plugins import discover
 from kxform.testing import ServerProcess, free_port, start_serve, start_triton
 
-__all__ = ["ServerSpec", "Servers", "installed_plugins", "start_servers"]
+__all__ = ["ServerSpec", "Servers", "installed_plugins", "kxform_arguments", "start_servers"]
 
 REFERENCE_SCRIPT = Path(__file__).with_name("reference_transformer.py")
 KSERVE_NOOP_SCRIPT = Path(__file__).with_name("kserve_noop.py")
@@ -28,7 +28,8 @@ class ServerSpec:
 
     ``name`` is the plugin (kxform), the ``--transform`` recipe (reference) or the model name clients
     call (kserve-noop); ``model`` is the Triton model the reference serves and forwards to (kxform's
-    plugins name theirs). ``workers`` is ``kxform serve --workers``.
+    plugins name theirs). ``workers`` is ``kxform serve --workers``; ``predictor_shm`` is
+    ``kxform serve --predictor_shm`` (``none``, ``system``, ``auto``), left off the command line when None.
     """
 
     key: str
@@ -37,6 +38,7 @@ class ServerSpec:
     model: str = ""
     predictor_protocol: Literal["v2", "grpc-v2"] = "v2"
     workers: int = 1
+    predictor_shm: str | None = None
 
 
 def installed_plugins() -> set[str]:
@@ -78,11 +80,18 @@ def start_kserve_noop(spec: ServerSpec, triton: ServerProcess, log_dir: Path) ->
     return _start_kserve_script(KSERVE_NOOP_SCRIPT, [f"--model_name={spec.name}"], spec, log_dir)
 
 
+def kxform_arguments(spec: ServerSpec) -> list[str]:
+    """The flags of ``kxform serve`` that ``spec`` sets, besides the transformer, host and ports."""
+    arguments = [f"--predictor_protocol={spec.predictor_protocol}", f"--workers={spec.workers}"]
+    if spec.predictor_shm is not None:
+        arguments.append(f"--predictor_shm={spec.predictor_shm}")
+    return arguments
+
+
 def start_kxform(spec: ServerSpec, triton: ServerProcess, log_dir: Path) -> ServerProcess:
     """``kxform serve --transformer NAME --workers N`` in front of Triton over ``spec.predictor_protocol``."""
     host = _predictor_host(triton, spec.predictor_protocol)
-    extra = [f"--predictor_protocol={spec.predictor_protocol}", f"--workers={spec.workers}"]
-    return start_serve([spec.name], host, log_dir, extra=extra)
+    return start_serve([spec.name], host, log_dir, extra=kxform_arguments(spec))
 
 
 _STARTERS: dict[str, Callable[[ServerSpec, ServerProcess, Path], ServerProcess]] = {

@@ -8,11 +8,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .scenarios import BUSY_CONNECTIONS, SATURATED_CONNECTIONS, WORKERS_IMPLEMENTATION
+from .scenarios import (
+    BUSY_CONNECTIONS,
+    SATURATED_CONNECTIONS,
+    SHM_IMPLEMENTATION,
+    TRANSPORT_SCENARIO,
+    WORKERS_IMPLEMENTATION,
+)
 
 __all__ = ["Measurement", "Ratio", "Report", "Target", "ratios", "targets"]
 
 RSS_PER_WORKER_LIMIT_MB = 200.0
+# Shared memory on the transport-bound scenario, against the best wire transport (gRPC's raw contents).
+SHM_OVER_GRPC_RPS = 1.3
+SHM_OVER_GRPC_CPU = 0.7
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +192,11 @@ def _rss(m: Measurement) -> float:
     return m.peak_rss_mb or 0.0
 
 
+def _cpu(m: Measurement) -> float:
+    """The transformer's CPU per request (0 for Triton itself, which has no transformer)."""
+    return m.cpu_ms_per_request or 0.0
+
+
 def _quotient(
     upper: Measurement | None, lower: Measurement | None, metric: Callable[[Measurement], float]
 ) -> float | None:
@@ -201,6 +215,10 @@ _RATIOS = (
     (WORKERS_IMPLEMENTATION, "triton-ensemble", _rps, "req/s"),
     (WORKERS_IMPLEMENTATION, "kxform", _rps, "req/s"),
     ("kxform-grpc", "kxform", _rps, "req/s"),
+    (SHM_IMPLEMENTATION, "kxform-grpc", _rps, "req/s"),
+    (SHM_IMPLEMENTATION, "kxform", _rps, "req/s"),
+    (SHM_IMPLEMENTATION, "kxform-grpc", _cpu, "transformer CPU ms/req"),
+    (SHM_IMPLEMENTATION, "kxform", _cpu, "transformer CPU ms/req"),
 )
 
 
@@ -251,6 +269,23 @@ def _over_ensemble(measurements: Sequence[Measurement], scenario: str, connectio
     return _at_least(name, _quotient(best, ensemble, _rps), 1.0)
 
 
+def _shm_over_grpc(
+    measurements: Sequence[Measurement], base: int, metric: Callable[[Measurement], float]
+) -> float | None:
+    """``metric`` of kxform-shm / that of kxform-grpc on the transport-bound scenario."""
+    shm, grpc = (_find(measurements, TRANSPORT_SCENARIO, base, i) for i in (SHM_IMPLEMENTATION, "kxform-grpc"))
+    return _quotient(shm, grpc, metric)
+
+
+def _shm_targets(measurements: Sequence[Measurement], base: int) -> list[Target]:
+    """kxform-shm against kxform-grpc on the transport-bound scenario: more req/s, less transformer CPU each."""
+    label = f"{_label(TRANSPORT_SCENARIO, base)}: {SHM_IMPLEMENTATION} / kxform-grpc"
+    return [
+        _at_least(f"{label} req/s", _shm_over_grpc(measurements, base, _rps), SHM_OVER_GRPC_RPS),
+        _at_most(f"{label} transformer CPU ms/req", _shm_over_grpc(measurements, base, _cpu), SHM_OVER_GRPC_CPU),
+    ]
+
+
 def _triton_batch(measurements: Sequence[Measurement]) -> float | None:
     kxform = _find(measurements, "cifar10-1", BUSY_CONNECTIONS, "kxform")
     return None if kxform is None else kxform.triton_batch
@@ -287,6 +322,7 @@ def targets(measurements: Sequence[Measurement], base: int) -> list[Target]:
         _at_most(f"{_label('cifar10-1', SATURATED_CONNECTIONS)}: kxform p99 / p50", _tail(m), 4),
         _at_most("errors, all kxform runs", _errors(m), 0),
         _at_most("kxform peak RSS per worker under load, MB (all runs)", _rss_per_worker(m), RSS_PER_WORKER_LIMIT_MB),
+        *_shm_targets(m, base),
     ]
 
 

@@ -23,16 +23,33 @@ from .processes import TRITON_ENVIRONMENT, Servers, start_servers
 from .profiling import Profile, summarize
 from .report import Measurement, Report
 from .repository import build_repository
-from .scenarios import BUSY_CONNECTIONS, SATURATED_CONNECTIONS, Plugins, Run, Scenario, build_scenarios, server_specs
+from .scenarios import (
+    BUSY_CONNECTIONS,
+    SATURATED_CONNECTIONS,
+    SHM_IMPLEMENTATION,
+    Plugins,
+    Run,
+    Scenario,
+    build_scenarios,
+    server_specs,
+)
 from .triton_metrics import read_counters
-from .usage import MachineCpu, ProcessUsage
+from .usage import MachineCpu, ProcessUsage, tree_cpu_seconds
 
 __all__ = ["Options", "run_benchmark"]
 
 OTHERS_LIMIT_CORES = 0.15  # more CPU than this used outside the benchmark during a run is noted
+# wrk leaves its last requests in flight when it stops, and the servers finish them: at imagenet-8's ~5 s
+# per request, what a warm-up left would take a quarter of a 20 s run. The servers are idle once Triton
+# and the transformer together use less than IDLE_CORES for a poll.
+DRAIN_POLL_S = 0.3
+IDLE_CORES = 0.1
+DRAIN_TIMEOUT_S = 120.0
 # Whose outputs must equal kxform's for the same images: the independent implementations of the same
-# preprocessing (kserve-noop answers a constant; kxform-grpc and kxform-workersN run kxform's code).
-COMPARED = ("reference", "triton-ensemble")
+# preprocessing; Triton sent the tensor directly (the bench makes it with the plugins' pipelines, and
+# tensor-8's plugin must pass it through unchanged); kxform-shm, whose tensors take another road to
+# Triton. kserve-noop answers a constant; kxform-grpc and kxform-workersN send what kxform does.
+COMPARED = ("reference", "triton-ensemble", "triton", SHM_IMPLEMENTATION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +80,11 @@ def _v2_input_name(plugin: str) -> str:
     return inputs[0].name if inputs else "image"
 
 
+def _v2_input_names(plugins: Plugins) -> dict[str, str]:
+    """The V2 input names of the plugins the V2 scenarios send to: cifar10's and the tensor plugin's."""
+    return {name: _v2_input_name(name) for name in (plugins.cifar10, plugins.tensor) if name is not None}
+
+
 def _check_first_reply(session: _Session, scenario: Scenario, run: Run) -> None:
     """One request before the load: a failure is noted (the load's errors will show it too)."""
     reply = send_once(session.servers.get(run.server).http_url, run.payload)
@@ -87,12 +109,33 @@ def _load(options: Options, scenario: Scenario, run: Run) -> Load:
     )
 
 
+def _servers_cpu_s(pids: set[int]) -> float:
+    return sum(tree_cpu_seconds(pid) for pid in pids)
+
+
+def _drain(session: _Session, scenario: Scenario, run: Run) -> None:
+    """Wait until Triton and the run's transformer have finished what the last load left in flight."""
+    pids = {_pid(session.servers.triton), _pid(session.servers.get(run.server))}
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    before = _servers_cpu_s(pids)
+    while time.monotonic() < deadline:
+        time.sleep(DRAIN_POLL_S)
+        now = _servers_cpu_s(pids)
+        if now - before < IDLE_CORES * DRAIN_POLL_S:
+            return
+        before = now
+    session.report.notes.append(
+        f"{scenario.name}/{run.implementation}: the servers were still busy {DRAIN_TIMEOUT_S:g} s after a load ended"
+    )
+
+
 def _measure(session: _Session, scenario: Scenario, run: Run) -> Measurement:
     """Check one reply, warm up, then measure under load with the transformer's and Triton's usage."""
     server, triton = session.servers.get(run.server), session.servers.triton
     load = _load(session.options, scenario, run)
     _check_first_reply(session, scenario, run)
     run_wrk(server.http_url, run.payload, replace(load, duration_s=session.options.warmup_s))
+    _drain(session, scenario, run)
     metrics_url = f"http://127.0.0.1:{triton.ports['metrics']}/metrics"
     counters = read_counters(metrics_url, scenario.model)
     with MachineCpu() as machine, ProcessUsage(_pid(triton)) as triton_usage, ProcessUsage(_pid(server)) as usage:
@@ -211,7 +254,7 @@ def _run_scenario(session: _Session, scenario: Scenario) -> None:
                 f"{scenario.name}/{run.implementation} ({measurement.connections} connections): other processes used "
                 f"{measurement.other_cores:.2f} cores during the run; its numbers are lower than on a quiet machine"
             )
-        time.sleep(1.0)  # let a slow server drain what the load left queued before the next run
+        _drain(session, scenario, run)  # what this load left queued is not the next run's
     _note_agreement(session, scenario)
 
 
@@ -242,7 +285,11 @@ def _new_report(options: Options) -> Report:
                 + " as in the seeds' InferenceService"
             ),
         },
-        plugins={"cifar10": options.plugins.cifar10, "imagenet": options.plugins.imagenet},
+        plugins={
+            "cifar10": options.plugins.cifar10,
+            "imagenet": options.plugins.imagenet,
+            "tensor": options.plugins.tensor,
+        },
         measurements=[],
     )
 
@@ -251,9 +298,7 @@ def run_benchmark(options: Options) -> Report:
     """Start Triton and the transformers, measure each selected scenario, profile if asked; stop all."""
     report = _new_report(options)
     with contextlib.ExitStack() as stack:
-        scenarios = _selected(
-            build_scenarios(options.plugins, _v2_input_name(options.plugins.cifar10)), options.scenarios
-        )
+        scenarios = _selected(build_scenarios(options.plugins, _v2_input_names(options.plugins)), options.scenarios)
         needed = {run.server for scenario in scenarios for run in scenario.runs}
         specs = [spec for spec in server_specs(options.plugins) if spec.key in needed]
         # One Triton for every implementation: the user's models and the ensembles (triton-ensemble) side by side.

@@ -1,15 +1,19 @@
 """What is measured: each scenario is one request shape sent to several implementations in turn.
 
 Implementations: ``kxform`` (``kxform serve``, predictor over HTTP), ``kxform-grpc`` (the same over
-gRPC), ``kxform-workersN`` (``--workers N``), ``reference`` (the seeds' hand-written transformer),
-``kserve-noop`` (kserve's ModelServer answering a constant: its framework ceiling), ``triton``
-(Triton itself with the tensors a transformer would send: the ceiling) and ``triton-ensemble``
-(Triton with the image bytes, decoded by a Python-backend model of an ensemble: what Triton users
-do instead of a transformer). cifar10-1 also runs at 32 and 64 connections.
+gRPC), ``kxform-shm`` (tensors through Triton's system shared memory), ``kxform-workersN``
+(``--workers N``), ``reference`` (the seeds' hand-written transformer), ``kserve-noop`` (kserve's
+ModelServer answering a constant: its framework ceiling), ``triton`` (Triton itself with the
+tensors a transformer would send: the ceiling) and ``triton-ensemble`` (Triton with the image
+bytes, decoded by a Python-backend model of an ensemble: what Triton users do instead of a
+transformer). cifar10-1 also runs at 32 and 64 connections. imagenet-8 and tensor-8 (the
+transport-bound one: 4.8 MB of tensor per request to a model that costs next to nothing) compare
+the predictor's transports.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kxform.codecs.dtypes import Array
@@ -20,7 +24,11 @@ from .processes import ServerSpec
 
 __all__ = [
     "BUSY_CONNECTIONS",
+    "MODELS",
     "SATURATED_CONNECTIONS",
+    "SHM_FLAG_AVAILABLE",
+    "SHM_IMPLEMENTATION",
+    "TRANSPORT_SCENARIO",
     "WORKERS_IMPLEMENTATION",
     "Plugins",
     "Run",
@@ -31,22 +39,38 @@ __all__ = [
 
 CIFAR10_MODEL = "cifar10"
 IMAGENET_MODEL = "resnet50"
+TENSOR_MODEL = "pooled"  # global average pooling + Linear(3, 10): moving its input is the cost
+MODELS = (CIFAR10_MODEL, IMAGENET_MODEL, TENSOR_MODEL)  # what the scenarios need in --model-repository
 TRITON_INPUT = "INPUT__0"
 TRITON_OUTPUT = "OUTPUT__0"
+TENSOR_OUTPUT = "logits"  # the tensor plugin's V2 output
 ENSEMBLE_INPUT = "IMAGE"  # the BYTES input of the ensembles in ensemble/
 BUSY_CONNECTIONS = 32  # cifar10-1's extra load shapes: where batching should pay off...
 SATURATED_CONNECTIONS = 64  # ... and where queueing shows in the tail latency
 # `kxform serve --workers N` for the kxform-workersN run: one per core of this 2-core machine.
 KXFORM_WORKERS = 2
 WORKERS_IMPLEMENTATION = f"kxform-workers{KXFORM_WORKERS}"
+SHM_IMPLEMENTATION = "kxform-shm"
+TRANSPORT_SCENARIO = "tensor-8"  # where the transport is most of the cost: the shared-memory targets' scenario
+# `kxform serve --predictor_shm` is not in this branch yet. While False, the wire runs (kxform, kxform-grpc,
+# kxform-workersN) leave the flag off and the kxform-shm runs are skipped. Flip it when the flag is merged:
+# the wire runs then pass --predictor_shm none (its default, auto, would take shared memory on loopback)
+# and the kxform-shm runs pass system. Once flipped, this constant can go.
+SHM_FLAG_AVAILABLE = False
+
+
+def _wire_shm() -> str | None:
+    """The wire runs' ``--predictor_shm``: none once the flag exists, else left off."""
+    return "none" if SHM_FLAG_AVAILABLE else None
 
 
 @dataclass(frozen=True, slots=True)
 class Plugins:
-    """The kxform plugins to serve; ``imagenet`` is None when no such plugin is installed."""
+    """The kxform plugins to serve; ``imagenet`` or ``tensor`` is None when no such plugin is installed."""
 
     cifar10: str
     imagenet: str | None
+    tensor: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,21 +92,32 @@ class Scenario:
     duration_scale: float = 1.0  # slow scenarios run longer, so that their percentiles rest on enough requests
 
 
+def _transport_specs(family: str, plugin: str) -> list[ServerSpec]:
+    """kxform-FAMILY over HTTP, -grpc over gRPC, -shm through system shared memory when the flag exists."""
+    specs = [
+        ServerSpec(f"kxform-{family}", "kxform", plugin, predictor_shm=_wire_shm()),
+        ServerSpec(f"kxform-{family}-grpc", "kxform", plugin, predictor_protocol="grpc-v2", predictor_shm=_wire_shm()),
+    ]
+    if SHM_FLAG_AVAILABLE:
+        specs.append(ServerSpec(f"kxform-{family}-shm", "kxform", plugin, predictor_shm="system"))
+    return specs
+
+
 def server_specs(plugins: Plugins) -> list[ServerSpec]:
     """The transformer processes the scenarios need (each serves one model, as the seed's does)."""
     specs = [
-        ServerSpec("kxform-cifar10", "kxform", plugins.cifar10),
-        ServerSpec("kxform-cifar10-grpc", "kxform", plugins.cifar10, predictor_protocol="grpc-v2"),
-        ServerSpec("kxform-cifar10-workers", "kxform", plugins.cifar10, workers=KXFORM_WORKERS),
+        *_transport_specs("cifar10", plugins.cifar10),
+        ServerSpec(
+            "kxform-cifar10-workers", "kxform", plugins.cifar10, workers=KXFORM_WORKERS, predictor_shm=_wire_shm()
+        ),
         ServerSpec("kserve-noop-cifar10", "kserve-noop", plugins.cifar10),  # called as kxform is
         ServerSpec("reference-cifar10", "reference", "cifar10", model=CIFAR10_MODEL),
         ServerSpec("reference-imagenet", "reference", "imagenet", model=IMAGENET_MODEL),
     ]
     if plugins.imagenet is not None:
-        specs += [
-            ServerSpec("kxform-imagenet", "kxform", plugins.imagenet),
-            ServerSpec("kxform-imagenet-grpc", "kxform", plugins.imagenet, predictor_protocol="grpc-v2"),
-        ]
+        specs += _transport_specs("imagenet", plugins.imagenet)
+    if plugins.tensor is not None:
+        specs += _transport_specs("tensor", plugins.tensor)
     return specs
 
 
@@ -129,6 +164,30 @@ def _images_runs(family: _Family, requests: _Requests, ensemble: bool) -> list[R
     return runs
 
 
+def _transport_runs(family: str, payload: Payload) -> list[Run]:
+    """kxform with its predictor over HTTP, over gRPC and through shared memory (once the flag exists)."""
+    runs = [Run("kxform", f"kxform-{family}", payload), Run("kxform-grpc", f"kxform-{family}-grpc", payload)]
+    if SHM_FLAG_AVAILABLE:
+        runs.append(Run(SHM_IMPLEMENTATION, f"kxform-{family}-shm", payload))
+    return runs
+
+
+def _photos_runs(plugin: str | None, photos: list[bytes], tensor: Array) -> list[Run]:
+    """imagenet-8: Triton sent the tensor of the photos, kxform their V1 JSON over each transport."""
+    runs = [Run("triton", "triton", tensor_binary_payload(IMAGENET_MODEL, TRITON_INPUT, tensor, TRITON_OUTPUT))]
+    if plugin is not None:
+        runs += _transport_runs("imagenet", v1_images_payload(plugin, photos))
+    return runs
+
+
+def _tensor_runs(plugin: str | None, v2_input: str | None, tensor: Array) -> list[Run]:
+    """tensor-8: Triton and the passthrough plugin sent the same FP32 tensor, V2 binary in and out."""
+    runs = [Run("triton", "triton", tensor_binary_payload(TENSOR_MODEL, TRITON_INPUT, tensor, TRITON_OUTPUT))]
+    if plugin is not None and v2_input is not None:
+        runs += _transport_runs("tensor", tensor_binary_payload(plugin, v2_input, tensor, TENSOR_OUTPUT))
+    return runs
+
+
 def _busier_runs(requests: _Requests, v1: Payload, connections: int) -> list[Run]:
     """The two anchors and kxform at ``connections``."""
     return [
@@ -152,16 +211,18 @@ def _cifar10_one_runs(family: _Family, requests: _Requests) -> list[Run]:
     ]
 
 
-def build_scenarios(plugins: Plugins, v2_input: str) -> list[Scenario]:
-    """The scenarios, in the order they run; ``v2_input`` is the cifar10 plugin's V2 input name."""
+def build_scenarios(plugins: Plugins, v2_inputs: Mapping[str, str]) -> list[Scenario]:
+    """The scenarios, in the order they run; ``v2_inputs``: the cifar10 and tensor plugins' V2 input names."""
     cifar10 = _Family("cifar10", CIFAR10_MODEL, plugins.cifar10, "cifar10_ensemble")
     imagenet = _Family("imagenet", IMAGENET_MODEL, plugins.imagenet, "resnet50_ensemble")
     small = encoded_images(8, 32, "PNG")
-    large = encoded_images(1, 224, "JPEG")
+    photos = encoded_images(8, 224, "JPEG")
     one = _requests(cifar10, small[:1], tensor_of(small[:1], CIFAR10_PIPELINE))
     eight = _requests(cifar10, small, tensor_of(small, CIFAR10_PIPELINE))
-    photo = _requests(imagenet, large, tensor_of(large, IMAGENET_PIPELINE))
-    v2_payload = v2_images_payload(plugins.cifar10, v2_input, small[:1])
+    photo = _requests(imagenet, photos[:1], tensor_of(photos[:1], IMAGENET_PIPELINE))
+    photos_tensor = tensor_of(photos, IMAGENET_PIPELINE)  # [8, 3, 224, 224] FP32: 4.8 MB
+    v2_payload = v2_images_payload(plugins.cifar10, v2_inputs[plugins.cifar10], small[:1])
+    tensor_input = None if plugins.tensor is None else v2_inputs[plugins.tensor]
     return [
         Scenario(
             "cifar10-1", "cifar10, 1 image/request, V1 JSON", CIFAR10_MODEL, tuple(_cifar10_one_runs(cifar10, one))
@@ -184,5 +245,19 @@ def build_scenarios(plugins: Plugins, v2_input: str) -> list[Scenario]:
             IMAGENET_MODEL,
             tuple(_images_runs(imagenet, photo, ensemble=True)),
             duration_scale=2.0,  # resnet50 on 2 CPU cores: ~13 req/s, even for Triton alone
+        ),
+        Scenario(
+            "imagenet-8",
+            "resnet50, 8 224x224 JPEGs/request, V1 JSON",
+            IMAGENET_MODEL,
+            tuple(_photos_runs(plugins.imagenet, photos, photos_tensor)),
+            # ~1 req/s whatever the transport (Triton needs ~1.1 s of CPU for 8 images): 30 s give ~30 requests
+            duration_scale=3.0,
+        ),
+        Scenario(
+            TRANSPORT_SCENARIO,
+            "pooled, one FP32 [8, 3, 224, 224] tensor/request (4.8 MB), V2 REST binary: transport-bound",
+            TENSOR_MODEL,
+            tuple(_tensor_runs(plugins.tensor, tensor_input, photos_tensor)),
         ),
     ]

@@ -8,7 +8,7 @@ from types import TracebackType
 
 import psutil
 
-__all__ = ["MachineCpu", "ProcessUsage"]
+__all__ = ["MachineCpu", "ProcessUsage", "tree_cpu_seconds"]
 
 
 def _tree(process: psutil.Process) -> list[psutil.Process]:
@@ -43,6 +43,14 @@ def _cpu_seconds(tree: list[psutil.Process]) -> dict[int, float]:
             continue
         seconds[member.pid] = times.user + times.system
     return seconds
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system seconds the process and its live descendants have used so far."""
+    try:
+        return sum(_cpu_seconds(_tree(psutil.Process(pid))).values())
+    except psutil.NoSuchProcess:
+        return 0.0
 
 
 class ProcessUsage:

@@ -4,8 +4,10 @@ Every model is TorchScript (``<name>/1/model.pt``) with ``platform: "pytorch_lib
 ``INPUT__i`` and outputs ``OUTPUT__i`` as in the seeds. No weights are downloaded: ``cifar10`` and
 ``resnet50`` use seeded random weights (only shapes matter), ``digits`` is trained here on
 scikit-learn's bundled dataset, and ``text`` is a scripted hashed bag of words whose fixed weights
-come from a small sentiment word list (it exercises the string I/O path, ``List[str]`` in). Generation
-is deterministic.
+come from a small sentiment word list (it exercises the string I/O path, ``List[str]`` in).
+``pooled`` (global average pooling of a [3, 224, 224] image, then a Linear(3, 10)) costs Triton
+almost nothing, so that moving its 602 kB input per image is what a benchmark of it measures.
+Generation is deterministic.
 """
 
 from __future__ import annotations
@@ -67,6 +69,17 @@ class DigitsNet(nn.Module):
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         x = F.relu(self.fc1(torch.flatten(x, 1)))
         return self.fc2(x)
+
+
+class PooledNet(nn.Module):
+    """Global average pooling per channel, then Linear(3, 10): next to no compute per input byte."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.mean(dim=(2, 3)))
 
 
 TEXT_BUCKETS = 1 << 16  # few collisions between everyday words and the word list
@@ -267,6 +280,20 @@ def build_resnet50(model_dir: Path) -> None:
     )
 
 
+def build_pooled(model_dir: Path) -> None:
+    torch.manual_seed(0)
+    save_traced(PooledNet(), torch.rand(1, 3, 224, 224), model_dir)
+    # No label file: its outputs are logits of nothing in particular (the tensor plugin returns them as they are).
+    (model_dir / "config.pbtxt").write_text(
+        config_text(
+            "pooled",
+            tensor_text("INPUT__0", "TYPE_FP32", [3, 224, 224]),
+            tensor_text("OUTPUT__0", "TYPE_FP32", [10]),
+            max_batch_size=8,
+        )
+    )
+
+
 def build_text(model_dir: Path) -> None:
     scripted = torch.jit.script(HashedBagOfWords(text_weights()))
     (model_dir / "1").mkdir(parents=True)
@@ -287,6 +314,7 @@ def build_text(model_dir: Path) -> None:
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "cifar10": build_cifar10,
     "digits": build_digits,
+    "pooled": build_pooled,
     "resnet50": build_resnet50,
     "text": build_text,
 }
