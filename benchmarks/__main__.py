@@ -12,7 +12,7 @@ from .loadgen import Load, require_wrk
 from .processes import installed_plugins
 from .profiling import py_spy
 from .runner import Options, run_benchmark
-from .scenarios import MODELS, SHM_FLAG_AVAILABLE, Plugins
+from .scenarios import MODELS, Plugins
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository, wherever the command runs from
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -82,8 +82,6 @@ def main() -> None:
     if missing:
         raise SystemExit(f"the model repository {args.model_repository} has no {', '.join(missing)}: run `make models`")
     plugins, notes = _plugins(args)
-    if not SHM_FLAG_AVAILABLE:
-        notes.append("kxform serve has no --predictor_shm yet (SHM_FLAG_AVAILABLE in scenarios.py): no kxform-shm runs")
     for note in notes:
         print(f"note: {note}", flush=True)
     options = Options(

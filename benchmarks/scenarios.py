@@ -26,7 +26,6 @@ __all__ = [
     "BUSY_CONNECTIONS",
     "MODELS",
     "SATURATED_CONNECTIONS",
-    "SHM_FLAG_AVAILABLE",
     "SHM_IMPLEMENTATION",
     "TRANSPORT_SCENARIO",
     "WORKERS_IMPLEMENTATION",
@@ -52,16 +51,9 @@ KXFORM_WORKERS = 2
 WORKERS_IMPLEMENTATION = f"kxform-workers{KXFORM_WORKERS}"
 SHM_IMPLEMENTATION = "kxform-shm"
 TRANSPORT_SCENARIO = "tensor-8"  # where the transport is most of the cost: the shared-memory targets' scenario
-# `kxform serve --predictor_shm` is not in this branch yet. While False, the wire runs (kxform, kxform-grpc,
-# kxform-workersN) leave the flag off and the kxform-shm runs are skipped. Flip it when the flag is merged:
-# the wire runs then pass --predictor_shm none (its default, auto, would take shared memory on loopback)
-# and the kxform-shm runs pass system. Once flipped, this constant can go.
-SHM_FLAG_AVAILABLE = False
-
-
-def _wire_shm() -> str | None:
-    """The wire runs' ``--predictor_shm``: none once the flag exists, else left off."""
-    return "none" if SHM_FLAG_AVAILABLE else None
+# The wire runs pass --predictor_shm none: its default (auto) takes shared memory when Triton is on
+# loopback, as it is here; the kxform-shm runs pass system.
+WIRE_SHM = "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +85,12 @@ class Scenario:
 
 
 def _transport_specs(family: str, plugin: str) -> list[ServerSpec]:
-    """kxform-FAMILY over HTTP, -grpc over gRPC, -shm through system shared memory when the flag exists."""
+    """kxform-FAMILY over HTTP, -grpc over gRPC, -shm through system shared memory."""
     specs = [
-        ServerSpec(f"kxform-{family}", "kxform", plugin, predictor_shm=_wire_shm()),
-        ServerSpec(f"kxform-{family}-grpc", "kxform", plugin, predictor_protocol="grpc-v2", predictor_shm=_wire_shm()),
+        ServerSpec(f"kxform-{family}", "kxform", plugin, predictor_shm=WIRE_SHM),
+        ServerSpec(f"kxform-{family}-grpc", "kxform", plugin, predictor_protocol="grpc-v2", predictor_shm=WIRE_SHM),
     ]
-    if SHM_FLAG_AVAILABLE:
-        specs.append(ServerSpec(f"kxform-{family}-shm", "kxform", plugin, predictor_shm="system"))
+    specs.append(ServerSpec(f"kxform-{family}-shm", "kxform", plugin, predictor_shm="system"))
     return specs
 
 
@@ -107,9 +98,7 @@ def server_specs(plugins: Plugins) -> list[ServerSpec]:
     """The transformer processes the scenarios need (each serves one model, as the seed's does)."""
     specs = [
         *_transport_specs("cifar10", plugins.cifar10),
-        ServerSpec(
-            "kxform-cifar10-workers", "kxform", plugins.cifar10, workers=KXFORM_WORKERS, predictor_shm=_wire_shm()
-        ),
+        ServerSpec("kxform-cifar10-workers", "kxform", plugins.cifar10, workers=KXFORM_WORKERS, predictor_shm=WIRE_SHM),
         ServerSpec("kserve-noop-cifar10", "kserve-noop", plugins.cifar10),  # called as kxform is
         ServerSpec("reference-cifar10", "reference", "cifar10", model=CIFAR10_MODEL),
         ServerSpec("reference-imagenet", "reference", "imagenet", model=IMAGENET_MODEL),
@@ -165,10 +154,9 @@ def _images_runs(family: _Family, requests: _Requests, ensemble: bool) -> list[R
 
 
 def _transport_runs(family: str, payload: Payload) -> list[Run]:
-    """kxform with its predictor over HTTP, over gRPC and through shared memory (once the flag exists)."""
+    """kxform with its predictor over HTTP, over gRPC and through shared memory."""
     runs = [Run("kxform", f"kxform-{family}", payload), Run("kxform-grpc", f"kxform-{family}-grpc", payload)]
-    if SHM_FLAG_AVAILABLE:
-        runs.append(Run(SHM_IMPLEMENTATION, f"kxform-{family}-shm", payload))
+    runs.append(Run(SHM_IMPLEMENTATION, f"kxform-{family}-shm", payload))
     return runs
 
 

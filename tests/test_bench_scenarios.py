@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import orjson
 import pytest
-from benchmarks import scenarios
 from benchmarks.payloads import Payload
 from benchmarks.processes import ServerSpec, kxform_arguments
 from benchmarks.report import Measurement, ratios, targets
@@ -23,13 +22,6 @@ WIRE_KEYS = (
     "kxform-tensor",
     "kxform-tensor-grpc",
 )
-
-
-@pytest.fixture(params=[pytest.param(False, id="flag-missing"), pytest.param(True, id="flag-merged")])
-def shm_flag(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    """``SHM_FLAG_AVAILABLE`` as it is in this branch, and as it will be once ``--predictor_shm`` is merged."""
-    monkeypatch.setattr(scenarios, "SHM_FLAG_AVAILABLE", request.param)
-    return bool(request.param)
 
 
 def by_name(plugins: Plugins = PLUGINS) -> dict[str, Scenario]:
@@ -50,29 +42,27 @@ def tensor_bytes(payload: Payload) -> bytes:
     return payload.body[payload.header_length :]
 
 
-def test_transport_scenarios_run_kxform_shm_only_once_the_flag_exists(shm_flag: bool) -> None:
+def test_only_the_transport_scenarios_run_kxform_shm() -> None:
     found = by_name()
 
-    shm = ["kxform-shm"] if shm_flag else []
-    assert implementations(found["imagenet-8"]) == ["triton", "kxform", "kxform-grpc", *shm]
-    assert implementations(found["tensor-8"]) == ["triton", "kxform", "kxform-grpc", *shm]
+    assert implementations(found["imagenet-8"]) == ["triton", "kxform", "kxform-grpc", "kxform-shm"]
+    assert implementations(found["tensor-8"]) == ["triton", "kxform", "kxform-grpc", "kxform-shm"]
     assert not any("kxform-shm" in implementations(found[name]) for name in found if not name.endswith("-8"))
 
 
-def test_every_run_has_a_server_to_go_to(shm_flag: bool) -> None:
+def test_every_run_has_a_server_to_go_to() -> None:
     keys = {spec.key for spec in server_specs(PLUGINS)} | {"triton"}
 
     assert sorted({run.server for scenario in by_name().values() for run in scenario.runs} - keys) == []
 
 
-def test_wire_runs_pass_predictor_shm_none_once_the_flag_exists_and_shm_runs_system(shm_flag: bool) -> None:
+def test_wire_runs_pass_predictor_shm_none_and_shm_runs_system() -> None:
     specs = {spec.key: spec for spec in server_specs(PLUGINS) if spec.kind == "kxform"}
 
     wire = {key: shm_flags(spec) for key, spec in specs.items() if not key.endswith("-shm")}
     shm = {key: shm_flags(spec) for key, spec in specs.items() if key.endswith("-shm")}
-    expected = ["--predictor_shm=none"] if shm_flag else []
-    assert wire == {key: expected for key in WIRE_KEYS}
-    assert sorted(shm) == (["kxform-cifar10-shm", "kxform-imagenet-shm", "kxform-tensor-shm"] if shm_flag else [])
+    assert wire == {key: ["--predictor_shm=none"] for key in WIRE_KEYS}
+    assert sorted(shm) == ["kxform-cifar10-shm", "kxform-imagenet-shm", "kxform-tensor-shm"]
     assert all(flags == ["--predictor_shm=system"] for flags in shm.values()), shm
 
 
@@ -84,10 +74,11 @@ def test_others_than_kxform_get_no_kxform_flags() -> None:
 
 
 def test_tensor_8_sends_triton_and_the_plugin_the_same_8_image_tensor() -> None:
-    triton, kxform, grpc = by_name()["tensor-8"].runs
+    triton, kxform, grpc, shm = by_name()["tensor-8"].runs
 
     assert (triton.payload.path, kxform.payload.path) == ("/v2/models/pooled/infer", "/v2/models/tensor/infer")
     assert tensor_bytes(triton.payload) == tensor_bytes(kxform.payload) == tensor_bytes(grpc.payload)
+    assert shm.payload == kxform.payload
     assert len(tensor_bytes(kxform.payload)) == 8 * 3 * 224 * 224 * 4
     header = orjson.loads(kxform.payload.body[: kxform.payload.header_length])
     assert [(i["name"], i["datatype"], i["shape"]) for i in header["inputs"]] == [("input", "FP32", [8, 3, 224, 224])]
@@ -95,7 +86,7 @@ def test_tensor_8_sends_triton_and_the_plugin_the_same_8_image_tensor() -> None:
 
 
 def test_imagenet_8_sends_eight_photos_and_triton_their_tensor() -> None:
-    triton, kxform, _ = by_name()["imagenet-8"].runs
+    triton, kxform, *_ = by_name()["imagenet-8"].runs
 
     assert len(orjson.loads(kxform.payload.body)["instances"]) == 8
     tensor = np.frombuffer(tensor_bytes(triton.payload), np.float32).reshape(8, 3, 224, 224)
