@@ -188,13 +188,16 @@ def test_a_killed_triton_leaves_none_of_its_python_backend_regions_in_dev_shm(
     repo.mkdir()
     (repo / "cifar10").symlink_to(model_repository / "cifar10")
     server = start_triton(repo, tmp_path)
-    assert server.process is not None
-    [tritonserver] = [p for p in server_processes(server) if p.name() == "tritonserver"]
-    prefix = f"kxform_triton_{server.process.pid}_{server.ports['http']}_"
-    regions = list(Path("/dev/shm").glob(f"{prefix}*"))
-    assert regions  # the Python backend's regions carry this Triton's prefix, not Triton's shared default
+    try:
+        assert server.process is not None
+        [tritonserver] = [p for p in server_processes(server) if p.name() == "tritonserver"]
+        prefix = f"kxform_triton_{server.process.pid}_{server.ports['http']}_"
+        regions = list(Path("/dev/shm").glob(f"{prefix}*"))
+        assert regions  # the Python backend's regions carry this Triton's prefix, not Triton's shared default
 
-    tritonserver.kill()  # no clean shutdown: Triton cannot unlink them itself
-    assert server.process.wait(timeout=60) != 0  # `kxform triton` exits with its server
+        tritonserver.kill()  # no clean shutdown: Triton cannot unlink them itself
+        assert server.process.wait(timeout=60) != 0  # `kxform triton` exits with its server
+    finally:
+        server.stop(signal.SIGKILL)
 
     assert not [path for path in regions if path.exists()]
