@@ -27,7 +27,11 @@ $(MODELS_STAMP): tools/build_models.py | $(STAMP)
 dev: setup models
 	$(BIN)/kxform dev --model-repository models
 
+# The playground's browser test drives Debian's headless Chromium (installed here if missing: the CI machine
+# runs as root; Playwright's own browser download would need its CDN).
 test: setup models lint typecheck
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update && apt-get install -y chromium chromium-driver)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup

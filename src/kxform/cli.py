@@ -160,6 +160,7 @@ def _add_dev(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--triton-http-port", type=int, default=8000)
     parser.add_argument("--triton-grpc-port", type=int, default=8001)
     parser.add_argument("--triton-metrics-port", type=int, default=8002)
+    parser.add_argument("--playground_port", type=int, default=8090, help="the playground page (default: %(default)s)")
     parser.add_argument(
         "--predictor_protocol", "--protocol", dest="predictor_protocol", default="v2", choices=["v2", "grpc-v2"]
     )
@@ -178,6 +179,7 @@ def _run_dev(args: argparse.Namespace) -> int:
         triton_grpc_port=args.triton_grpc_port,
         triton_metrics_port=args.triton_metrics_port,
         predictor_protocol=args.predictor_protocol,
+        playground_port=args.playground_port,
     )
     server = DevServer(settings)
     _on_stop_signals()

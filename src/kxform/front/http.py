@@ -23,6 +23,7 @@ from kxform.codecs.jsonbody import JSON_CONTENT_TYPE, dump_json
 from kxform.envelope import decode_v1, decode_v2
 from kxform.errormap import as_kxform_error, http_error
 from kxform.errors import KxformError, MethodNotAllowedError, NotFoundError
+from kxform.front.docs import docs_page
 from kxform.logs import bind_request
 from kxform.metrics import REQUESTS, child, exposition
 from kxform.model import TransformerModel
@@ -127,6 +128,7 @@ class HttpFront:
             _Route(re.compile(r"/v2/health/live"), {"GET": self.live}, False),
             _Route(re.compile(r"/v2/health/ready"), {"GET": self.ready}, False),
             _Route(re.compile(r"/metrics"), {"GET": self.metrics}, False),
+            _Route(re.compile(r"/docs"), {"GET": self.docs}, False),
             _Route(re.compile(r"/v1/models"), {"GET": self.v1_models}, False),
             _Route(re.compile(rf"/v1/models/{model}"), {"GET": self.v1_model_status}),
             _Route(re.compile(rf"/v1/models/{model}:explain"), {"POST": self.v1_explain}),
@@ -207,6 +209,12 @@ class HttpFront:
     async def metrics(self, request: Request) -> Response:
         body, content_type = exposition()
         return Response(200, body, [(b"content-type", content_type.encode())])
+
+    async def docs(self, request: Request) -> Response:
+        served = [name for name in self.registry.names() if self.registry.is_loaded(name)]
+        models = [await metadata_of(self.registry.get(name)) for name in served]
+        host = f"http://{request.headers.get('host', 'localhost')}"
+        return Response(200, docs_page(models, host), [(b"content-type", b"text/html; charset=utf-8")])
 
     async def v1_models(self, request: Request) -> Response:
         return Response.json({"models": [name for name in self.registry.names() if self.registry.is_loaded(name)]})
