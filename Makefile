@@ -42,7 +42,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 # Triton, kxform and the seeds' reference transformer under the same wrk load; prints the table and
-# writes benchmarks/results/latest.json and benchmarks/RESULTS.md. wrk comes from Debian's packages
+# writes benchmarks/results/latest.json, benchmarks/RESULTS.md and its chart RESULTS.png. wrk comes from Debian's packages
 # (installed here if missing: the dev machine runs as root). BENCH_ARGS=--help lists the options.
 bench: setup models
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
