@@ -30,7 +30,11 @@ $(MODELS_STAMP): tools/build_models.py | $(STAMP)
 dev: setup models
 	$(BIN)/kxform dev --model-repository models
 
+# The playground's browser test drives Debian's headless Chromium (installed here if missing: the CI machine
+# runs as root; Playwright's own browser download would need its CDN).
 test: setup models lint typecheck checkov
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update && apt-get install -y chromium chromium-driver)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
@@ -41,7 +45,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 # Triton, kxform and the seeds' reference transformer under the same wrk load; prints the table and
-# writes benchmarks/results/latest.json and benchmarks/RESULTS.md. wrk comes from Debian's packages
+# writes benchmarks/results/latest.json, benchmarks/RESULTS.md and its chart RESULTS.png. wrk comes from Debian's packages
 # (installed here if missing: the dev machine runs as root). BENCH_ARGS=--help lists the options.
 bench: setup models
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)

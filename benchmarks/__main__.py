@@ -8,6 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from .chart import write_chart
 from .loadgen import Load, require_wrk
 from .processes import installed_plugins
 from .profiling import py_spy
@@ -102,6 +103,8 @@ def main() -> None:
     if not args.scenario:  # a partial run does not replace the committed table
         args.markdown.write_text(report.markdown())
         print(f"written: {args.markdown}")
+        chart = write_chart(report.measurements, args.markdown.with_suffix(".png"), f"make bench, {report.date}")
+        print(f"written: {chart}")
 
 
 if __name__ == "__main__":

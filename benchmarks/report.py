@@ -112,6 +112,8 @@ class Report:
                 "",
                 _table(self.measurements, markdown=True),
                 "",
+                "![req/s and p99 per implementation and scenario](RESULTS.png)",
+                "",
                 "| ratio (one run; @N: at N connections) | value |",
                 "|---|---|",
                 *[f"| {ratio.name} | {ratio.value:.2f} |" for ratio in ratios(self.measurements)],

@@ -154,6 +154,7 @@ def test_dev_prints_a_working_curl_line_and_ctrl_c_stops_both(model_repository: 
         f"--triton-http-port={ports['th']}",
         f"--triton-grpc-port={ports['tg']}",
         f"--triton-metrics-port={ports['tm']}",
+        f"--playground_port={free_port()}",
     )
     with log.open("w") as out:
         dev = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)

@@ -22,18 +22,24 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kxform import tracing
 from kxform.errors import PredictorError, RequestError
 from kxform.metrics import BATCH_QUEUE_SECONDS, BATCH_SIZE, child
 from kxform.predictor import PredictorClient
 from kxform.predictor.metadata import ModelSpec
 from kxform.predictor.shm import SharedMemory
 from kxform.tensors import Array, batch_size, join_batches
+
+if TYPE_CHECKING:
+    from kxform.request_trace import RequestTrace
 
 __all__ = ["DEFAULT_MAX_DELAY_US", "Batcher"]
 
@@ -54,6 +60,7 @@ class _Member:
     request_id: str
     queued_at: float
     future: asyncio.Future[dict[str, Array]]
+    trace: RequestTrace | None = None
 
 
 @dataclass(slots=True)
@@ -90,16 +97,24 @@ class Batcher:
         return self.max_delay > 0
 
     async def infer(
-        self, spec: ModelSpec, inputs: Mapping[str, Array], outputs: Sequence[str], request_id: str
+        self,
+        spec: ModelSpec,
+        inputs: Mapping[str, Array],
+        outputs: Sequence[str],
+        request_id: str,
+        trace: RequestTrace | None = None,
     ) -> dict[str, Array]:
         """The predictor's outputs for ``inputs`` (at most ``max_batch_size`` rows), batched with others."""
         if not self.enabled or not spec.batched:
-            child(BATCH_SIZE, spec.name).observe(batch_size(inputs) if spec.batched else 1)
+            rows = batch_size(inputs) if spec.batched else 1
+            child(BATCH_SIZE, spec.name).observe(rows)
+            if trace is not None:
+                return await self._traced(spec, inputs, outputs, request_id, [trace], rows)
             return await self._forward(spec, inputs, outputs, request_id)
         queue = self._queue(spec, inputs, tuple(outputs))
         loop = asyncio.get_running_loop()
         rows = batch_size(inputs)
-        member = _Member(inputs, rows, request_id, loop.time(), loop.create_future())
+        member = _Member(inputs, rows, request_id, loop.time(), loop.create_future(), trace)
         queue.members.append(member)
         queue.rows += rows
         if queue.rows >= spec.max_batch_size:
@@ -114,6 +129,31 @@ class Batcher:
         if self.shared_memory is not None:
             return await self.shared_memory.infer(spec, inputs, outputs, request_id)
         return await self.predictor.infer(spec.name, inputs, outputs, request_id)
+
+    async def _traced(
+        self,
+        spec: ModelSpec,
+        inputs: Mapping[str, Array],
+        outputs: Sequence[str],
+        request_id: str,
+        traces: list[RequestTrace],
+        rows: int,
+    ) -> dict[str, Array]:
+        """``_forward`` inside the spans of the call (one per request in it); the predictor clients send the
+        first one's context to Triton (``tracing.CALL_HEADERS``)."""
+        active = tracing.ACTIVE
+        assert active is not None  # a request is traced only while tracing is on
+        call = active.predictor_call(traces, spec.name, rows, self.predictor.settings.host)
+        token = tracing.CALL_HEADERS.set(call.headers)
+        try:
+            result = await self._forward(spec, inputs, outputs, request_id)
+        except BaseException as exc:
+            call.end(exc)
+            raise
+        finally:
+            tracing.CALL_HEADERS.reset(token)
+        call.end(None)
+        return result
 
     def _queue(self, spec: ModelSpec, inputs: Mapping[str, Array], outputs: tuple[str, ...]) -> _Queue:
         kind: Kind = (
@@ -164,9 +204,15 @@ class Batcher:
             queue.timer = None
         try:
             now = loop.time()
-            child(BATCH_SIZE, queue.spec.name).observe(sum(member.rows for member in batch))
+            rows = sum(member.rows for member in batch)
+            child(BATCH_SIZE, queue.spec.name).observe(rows)
+            now_ns = 0
             for member in batch:
                 child(BATCH_QUEUE_SECONDS, queue.spec.name).observe(now - member.queued_at)
+                if member.trace is not None:
+                    now_ns = now_ns or time.time_ns()
+                    queued_ns = now_ns - int((now - member.queued_at) * 1e9)  # the loop's clock on the wall's
+                    member.trace.batch_wait(queued_ns, now_ns, rows, len(batch))
             task = loop.create_task(self._call(queue, batch))
         except BaseException as exc:  # the members left the queue: none may be left waiting
             queue.in_flight -= 1
@@ -193,7 +239,12 @@ class Batcher:
             return
         try:
             inputs = join_batches([member.inputs for member in batch])
-            outputs = await self._forward(queue.spec, inputs, queue.outputs, batch[0].request_id)
+            traces = [m.trace for m in batch if m.trace is not None] if tracing.ACTIVE is not None else None
+            if traces:
+                rows = sum(member.rows for member in batch)
+                outputs = await self._traced(queue.spec, inputs, queue.outputs, batch[0].request_id, traces, rows)
+            else:
+                outputs = await self._forward(queue.spec, inputs, queue.outputs, batch[0].request_id)
             parts = _split(outputs, [member.rows for member in batch], queue.spec.name)
         except RequestError as exc:
             if len(batch) == 1:

@@ -41,6 +41,13 @@ def _add_triton(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--address", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--startup-timeout", type=float, default=300.0, metavar="SECONDS")
+    parser.add_argument(
+        "--triton-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="passed to tritonserver as it is (repeatable), e.g. --triton-arg=--trace-config=mode=opentelemetry",
+    )
     parser.set_defaults(run=_run_triton)
 
 
@@ -52,6 +59,7 @@ def _run_triton(args: argparse.Namespace) -> int:
         TritonPorts(args.http_port, args.grpc_port, args.metrics_port),
         address=args.address,
         startup_timeout=args.startup_timeout,
+        extra_args=tuple(args.triton_arg),
     )
     _on_stop_signals()
     try:
@@ -106,7 +114,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     except argparse.ArgumentTypeError as exc:
         print(f"kxform serve: error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if settings.workers == 1:  # this process imports kserve (a supervisor of N does not)
         kserve_import.load()
     return serve(settings)
@@ -152,6 +160,7 @@ def _add_dev(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--triton-http-port", type=int, default=8000)
     parser.add_argument("--triton-grpc-port", type=int, default=8001)
     parser.add_argument("--triton-metrics-port", type=int, default=8002)
+    parser.add_argument("--playground_port", type=int, default=8090, help="the playground page (default: %(default)s)")
     parser.add_argument(
         "--predictor_protocol", "--protocol", dest="predictor_protocol", default="v2", choices=["v2", "grpc-v2"]
     )
@@ -170,6 +179,7 @@ def _run_dev(args: argparse.Namespace) -> int:
         triton_grpc_port=args.triton_grpc_port,
         triton_metrics_port=args.triton_metrics_port,
         predictor_protocol=args.predictor_protocol,
+        playground_port=args.playground_port,
     )
     server = DevServer(settings)
     _on_stop_signals()

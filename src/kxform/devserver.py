@@ -3,7 +3,8 @@
 Both run as child processes (``kxform triton`` and ``kxform serve``), each in its own process group
 so that Ctrl-C reaches only this process, which stops serve first and Triton second. Their logs are
 streamed with a ``[triton]`` / ``[serve]`` prefix. Each plugin may offer an example request
-(``Transformer.example_request``); it is written to a file and printed as a curl line.
+(``Transformer.example_request``); it is written to a file and printed as a curl line, and offered by the
+playground (``kxform.playground``), which this process serves on ``--playground_port``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from kxform.errors import KxformError
+from kxform.playground import Playground
 
 __all__ = ["DevServer", "DevSettings", "default_transformers"]
 
@@ -41,6 +43,7 @@ class DevSettings:
     triton_metrics_port: int = 8002
     predictor_protocol: str = "v2"
     startup_timeout: float = 300.0
+    playground_port: int = 8090
 
 
 class DevError(KxformError):
@@ -169,9 +172,11 @@ class DevServer:
                 f"--http_port={s.http_port}",
                 f"--grpc_port={s.grpc_port}",
                 "--bind_address=127.0.0.1",
+                "--server_timing",  # the playground shows each stage's time
             ],
             self.out,
         )
+        self.playground: Playground | None = None
 
     def start(self) -> None:
         s = self.settings
@@ -185,12 +190,15 @@ class DevServer:
             (s.triton_http_port, "--triton-http-port"),
             (s.triton_grpc_port, "--triton-grpc-port"),
             (s.triton_metrics_port, "--triton-metrics-port"),
+            (s.playground_port, "--playground_port"),
         ):
             _check_port_free(port, flag)
         self.triton.start()
         self.triton.wait_ready(f"http://127.0.0.1:{s.triton_http_port}/v2/health/ready", s.startup_timeout)
         self.serve.start()
         self.serve.wait_ready(f"http://127.0.0.1:{s.http_port}/v2/health/ready", s.startup_timeout)
+        self.playground = Playground(f"http://127.0.0.1:{s.http_port}", self._examples(), s.playground_port)
+        self.playground.start()
 
     def banner(self) -> str:
         s = self.settings
@@ -201,6 +209,8 @@ class DevServer:
             f"  transformer  {base}  (V1 /v1/models/NAME:predict, V2 /v2/models/NAME/infer)",
             f"               gRPC 127.0.0.1:{s.grpc_port}   metrics {base}/metrics",
             f"  triton       http://127.0.0.1:{s.triton_http_port}  gRPC 127.0.0.1:{s.triton_grpc_port}",
+            f"  playground   http://127.0.0.1:{s.playground_port}/  (try a plugin in the browser)   "
+            f"endpoints {base}/docs",
             "",
             "Try:",
         ]
@@ -212,13 +222,11 @@ class DevServer:
         lines += ["", "Ctrl-C stops both.", ""]
         return "\n".join(lines)
 
-    def _write_example(self, name: str) -> Path | None:
-        from kxform.plugins import load_plugin
+    def _examples(self) -> dict[str, Any]:
+        return {name: _example_request(name) for name in self.settings.transformers}
 
-        try:
-            body: Any = load_plugin(name).transformer.example_request()
-        except Exception:
-            return None
+    def _write_example(self, name: str) -> Path | None:
+        body = _example_request(name)
         if body is None:
             return None
         path = Path(self._workdir.name) / f"{name}.json"
@@ -234,6 +242,18 @@ class DevServer:
             time.sleep(0.5)
 
     def stop(self) -> None:
+        if self.playground is not None:
+            self.playground.stop()
         self.serve.stop()
         self.triton.stop()
         self._workdir.cleanup()
+
+
+def _example_request(name: str) -> Any:
+    """The plugin's example request, or None (it offers none, or it cannot be loaded here)."""
+    from kxform.plugins import load_plugin
+
+    try:
+        return load_plugin(name).transformer.example_request()
+    except Exception:  # a plugin's bug must not stop kxform dev: the curl line and playground go without it
+        return None

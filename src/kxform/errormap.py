@@ -13,27 +13,47 @@ from typing import Any
 
 from kxform.codecs.jsonbody import JSON_CONTENT_TYPE, dump_json
 from kxform.errors import InternalError, KxformError, MethodNotAllowedError, OverloadedError, PluginBugError
+from kxform.logs import bound_model
+from kxform.metrics import stage_of
 
-__all__ = ["as_kxform_error", "grpc_error", "http_error"]
+__all__ = ["as_kxform_error", "error_kind", "grpc_error", "http_error"]
 
 logger = logging.getLogger("kxform.requests")
 
 Headers = list[tuple[bytes, bytes]]
 
 
-def as_kxform_error(exc: BaseException, request_id: str, where: str) -> KxformError:
-    """``exc`` as the ``KxformError`` the client gets, logged once; ``where`` names the route or model."""
+def error_kind(exc: BaseException) -> str:
+    """What went wrong, as a label of logs and spans: the class of what the request raised."""
+    return type(exc).__name__
+
+
+def as_kxform_error(exc: BaseException, request_id: str, where: str, model: str = "") -> KxformError:
+    """``exc`` as the ``KxformError`` the client gets, logged once; ``where`` names the route, ``model`` the
+    transformer (when known). The line carries the request's fields (``kxform.logs``): with
+    ``--log_format json`` it is the one structured line of the failed request."""
+    stage = stage_of(exc)
     if isinstance(exc, KxformError):
+        error: KxformError = exc
         level = logging.ERROR if exc.http_status >= 500 else logging.INFO
         trace = exc.__cause__ if isinstance(exc, PluginBugError) else None  # the plugin's traceback, for its author
-        logger.log(level, "%s request %s -> %d: %s", where, request_id, exc.http_status, exc.message, exc_info=trace)
-        _forget_frames(exc)
-        return exc
-    logger.error("%s request %s -> 500: unexpected %s", where, request_id, type(exc).__name__, exc_info=exc)
+        message, args = "%s request %s -> %d: %s", (where, request_id, exc.http_status, exc.message)
+    else:
+        error = InternalError(
+            f"internal error while serving the request (request id {request_id}); the server log has the details"
+        )
+        level, trace = logging.ERROR, exc
+        message, args = "%s request %s -> %d: unexpected %s", (where, request_id, 500, type(exc).__name__)
+    fields = {
+        "request_id": request_id,
+        "model": model or bound_model(),
+        "status": error.http_status,
+        "error_kind": error_kind(exc),
+        "stage": stage,
+    }
+    logger.log(level, message, *args, exc_info=trace, extra=fields)
     _forget_frames(exc)
-    return InternalError(
-        f"internal error while serving the request (request id {request_id}); the server log has the details"
-    )
+    return error
 
 
 def _forget_frames(exc: BaseException | None) -> None:

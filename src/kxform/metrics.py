@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
+
+if TYPE_CHECKING:
+    from kxform.request_trace import RequestTrace
 
 __all__ = [
     "BATCH_QUEUE_SECONDS",
@@ -18,6 +22,7 @@ __all__ = [
     "child",
     "exposition",
     "stage",
+    "stage_of",
 ]
 
 # Stages: decode, preprocess, predictor, postprocess, encode.
@@ -63,23 +68,53 @@ def child(metric: MetricWrapperBase, *labels: str) -> Any:
 
 
 class _Stage:
-    """Times the block into ``kxform_stage_seconds`` (a class: cheaper than a generator per use)."""
+    """Times the block into ``kxform_stage_seconds`` and, for a traced request, into its trace (a span, a
+    Server-Timing entry). A class: cheaper than a generator per use; untraced, the trace costs a None check."""
 
-    __slots__ = ("_histogram", "_started")
+    __slots__ = ("_histogram", "_name", "_opened", "_started", "_trace")
 
-    def __init__(self, histogram: Any) -> None:
+    def __init__(self, histogram: Any, name: str, trace: RequestTrace | None) -> None:
         self._histogram = histogram
+        self._name = name
+        self._trace = trace
+        self._opened: Any = None
         self._started = 0.0
 
     def __enter__(self) -> None:
+        if self._trace is not None:
+            self._opened = self._trace.enter_stage(self._name)
         self._started = time.perf_counter()
 
-    def __exit__(self, *exc_info: object) -> None:
-        self._histogram.observe(time.perf_counter() - self._started)
+    def __exit__(self, exc_type: object, exc: BaseException | None, traceback: object) -> None:
+        seconds = time.perf_counter() - self._started
+        self._histogram.observe(seconds)
+        if exc is not None:
+            _mark_stage(exc, self._name)
+        if self._trace is not None:
+            self._trace.exit_stage(self._opened, self._name, seconds, exc)
 
 
-def stage(model: str, name: str) -> _Stage:
-    return _Stage(child(STAGE_SECONDS, model, name))
+def stage(model: str, name: str, trace: RequestTrace | None = None) -> _Stage:
+    return _Stage(child(STAGE_SECONDS, model, name), name, trace)
+
+
+_STAGE_ATTRIBUTE = "kxform_stage"
+
+
+def _mark_stage(exc: BaseException, name: str) -> None:
+    """Remember the innermost stage ``exc`` left: the stage its request failed in (the first one marks it)."""
+    if getattr(exc, _STAGE_ATTRIBUTE, None) is None:
+        with contextlib.suppress(AttributeError, TypeError):  # a type without a __dict__: no stage known
+            setattr(exc, _STAGE_ATTRIBUTE, name)
+
+
+def stage_of(exc: BaseException) -> str:
+    """The stage a request failed in (see ``_mark_stage``), or its cause's; "request" outside every stage."""
+    for error in (exc, exc.__cause__):
+        found = getattr(error, _STAGE_ATTRIBUTE, None)
+        if found is not None:
+            return str(found)
+    return "request"
 
 
 def exposition() -> tuple[bytes, str]:

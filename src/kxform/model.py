@@ -24,7 +24,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kserve
 
@@ -48,6 +48,9 @@ from kxform.requestid import HEADER, accept_request_id
 from kxform.tensors import Array, assemble_inputs, batch_size, join_batches, shape_outputs, split_batches
 from kxform.transformer import Context
 from kxform.v2 import V2Request, V2Response, from_infer_request, to_infer_response
+
+if TYPE_CHECKING:
+    from kxform.request_trace import RequestTrace
 
 __all__ = ["INPUT_FAULTS", "TransformerModel"]
 
@@ -155,23 +158,40 @@ class TransformerModel(kserve.Model):  # type: ignore[misc]  # kserve ships no t
             return to_infer_response(reply, envelope.request, transport_request), {}
         return reply, {}
 
-    async def run(self, decode: Decode, size: int, headers: Mapping[str, str], request_id: str) -> tuple[Envelope, Any]:
-        """The whole path of one request; returns the envelope and postprocess's result."""
+    async def run(
+        self,
+        decode: Decode,
+        size: int,
+        headers: Mapping[str, str],
+        request_id: str,
+        trace: RequestTrace | None = None,
+    ) -> tuple[Envelope, Any]:
+        """The whole path of one request; returns the envelope and postprocess's result.
+
+        ``trace`` (from the front, when tracing is on) gets a span per stage."""
         spec = await self.model_spec()
-        envelope, ctx, inputs = await self._prepare(decode, size, spec, headers, request_id)
-        with stage(self.name, "predictor"):
-            outputs = await self.infer(spec, inputs, request_id)
-        with stage(self.name, "postprocess"):
+        envelope, ctx, inputs = await self._prepare(decode, size, spec, headers, request_id, trace)
+        if trace is not None:
+            trace.set_attribute("kxform.instances", len(envelope.instances))
+        with stage(self.name, "predictor", trace):
+            outputs = await self.infer(spec, inputs, request_id, trace)
+        with stage(self.name, "postprocess", trace):
             result = await self._postprocess(outputs, ctx)
         logger.debug("%s request %s: %d instances", self.name, request_id, len(envelope.instances))
         return envelope, result
 
     async def _prepare(
-        self, decode: Decode, size: int, spec: ModelSpec, headers: Mapping[str, str], request_id: str
+        self,
+        decode: Decode,
+        size: int,
+        spec: ModelSpec,
+        headers: Mapping[str, str],
+        request_id: str,
+        trace: RequestTrace | None,
     ) -> Prepared:
         if self.plugin.async_preprocess:
-            return await self._prepare_async(decode, size, spec, headers, request_id)
-        step = functools.partial(self._prepare_sync, decode, spec, headers, request_id)
+            return await self._prepare_async(decode, size, spec, headers, request_id, trace)
+        step = functools.partial(self._prepare_sync, decode, spec, headers, request_id, trace)
         if size <= self.inline_max_bytes and not self.plugin.transformer.offload_hooks:
             try:
                 with inline_attempt():
@@ -184,11 +204,13 @@ class TransformerModel(kserve.Model):  # type: ignore[misc]  # kserve ships no t
         parameters = envelope.request.parameters if envelope.request is not None else {}
         return Context(spec, envelope.protocol, request_id, headers=headers, parameters=parameters)
 
-    def _prepare_sync(self, decode: Decode, spec: ModelSpec, headers: Mapping[str, str], request_id: str) -> Prepared:
-        with stage(self.name, "decode"):
+    def _prepare_sync(
+        self, decode: Decode, spec: ModelSpec, headers: Mapping[str, str], request_id: str, trace: RequestTrace | None
+    ) -> Prepared:
+        with stage(self.name, "decode", trace):
             envelope = decode()
         ctx = self._context(envelope, spec, headers, request_id)
-        with stage(self.name, "preprocess"):
+        with stage(self.name, "preprocess", trace):
             try:
                 result = self.plugin.transformer.preprocess(envelope.instances, ctx)
             except Exception as exc:
@@ -196,12 +218,18 @@ class TransformerModel(kserve.Model):  # type: ignore[misc]  # kserve ships no t
             return envelope, ctx, assemble_inputs(result, spec)
 
     async def _prepare_async(
-        self, decode: Decode, size: int, spec: ModelSpec, headers: Mapping[str, str], request_id: str
+        self,
+        decode: Decode,
+        size: int,
+        spec: ModelSpec,
+        headers: Mapping[str, str],
+        request_id: str,
+        trace: RequestTrace | None,
     ) -> Prepared:
-        with stage(self.name, "decode"):
+        with stage(self.name, "decode", trace):
             envelope = decode() if size <= self.inline_max_bytes else await self.pool.run(decode)
         ctx = self._context(envelope, spec, headers, request_id)
-        with stage(self.name, "preprocess"):
+        with stage(self.name, "preprocess", trace):
             try:
                 result = await self.plugin.preprocess(envelope.instances, ctx)
             except Exception as exc:
@@ -232,9 +260,9 @@ class TransformerModel(kserve.Model):  # type: ignore[misc]  # kserve ships no t
             f"({info.describe()}), not in the request: the server log has the traceback"
         )
 
-    def encode(self, result: Any, envelope: Envelope) -> dict[str, Any] | V2Response:
+    def encode(self, result: Any, envelope: Envelope, trace: RequestTrace | None = None) -> dict[str, Any] | V2Response:
         """postprocess's result as the reply of its protocol; a result that cannot be one is the plugin's bug."""
-        with stage(self.name, "encode"):
+        with stage(self.name, "encode", trace):
             try:
                 if envelope.request is not None:
                     return encode_v2(result, envelope.request, self.name, self.declared_outputs)
@@ -260,15 +288,19 @@ class TransformerModel(kserve.Model):  # type: ignore[misc]  # kserve ships no t
     def get_output_types(self) -> list[dict[str, Any]]:
         return [_tensor_metadata(spec) for spec in self.declared_outputs]
 
-    async def infer(self, spec: ModelSpec, inputs: dict[str, Array], request_id: str) -> dict[str, Array]:
+    async def infer(
+        self, spec: ModelSpec, inputs: dict[str, Array], request_id: str, trace: RequestTrace | None = None
+    ) -> dict[str, Array]:
         """Call the predictor through the batcher, split by ``max_batch_size``; outputs in request order."""
         names = [output.name for output in spec.outputs]
         chunks = split_batches(inputs, spec.max_batch_size)
+        batcher = self.batcher
         try:
             if len(chunks) == 1:  # the common case, without gather's task
-                parts = [await self.batcher.infer(spec, chunks[0], names, request_id)]
+                parts = [await batcher.infer(spec, chunks[0], names, request_id, trace)]
             else:
-                parts = await asyncio.gather(*(self.batcher.infer(spec, chunk, names, request_id) for chunk in chunks))
+                calls = (batcher.infer(spec, chunk, names, request_id, trace) for chunk in chunks)
+                parts = await asyncio.gather(*calls)
         except PredictorError as exc:
             child(PREDICTOR_ERRORS, self.name, _ERROR_KINDS.get(type(exc), "bad_response")).inc()
             if isinstance(exc, PredictorUnavailableError):

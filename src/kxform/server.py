@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import grpc
 import uvicorn
 
-from kxform import limits
+from kxform import limits, tracing
 from kxform.batching import Batcher
 from kxform.front.grpc import GrpcFront, server_options
 from kxform.front.http import HttpFront
@@ -127,6 +127,7 @@ def serve_process(
     (SO_REUSEPORT); ``on_ready`` is called once both fronts accept requests.
     """
     limits.configure(settings.limits)
+    tracing.configure(otel=settings.otel, server_timing=settings.server_timing)
     shared = Shared.create(settings)
     plugins = zip(settings.model_names(), settings.transformers, strict=True)
     models = [shared.model(name, plugin) for name, plugin in plugins]
@@ -194,6 +195,7 @@ async def _serve(
         stop_grpc()  # also when uvicorn did not start
         await asyncio.gather(*grpc_stopped, return_exceptions=True)
         await shared.close()
+        tracing.shutdown()  # the spans still queued are exported
         logger.info("kxform serve: stopped")
 
 

@@ -12,7 +12,10 @@ from typing import Any
 
 from kxform.batching import DEFAULT_MAX_DELAY_US
 from kxform.limits import Limits
+from kxform.logs import FORMATS
+from kxform.otel_setup import check_environment
 from kxform.predictor import PredictorSettings
+from kxform.tracing import enabled_by_environment
 
 __all__ = ["ServeSettings", "add_serve_arguments", "serve_settings"]
 
@@ -120,6 +123,9 @@ class ServeSettings:
     enable_model_repository_api: bool = False
     batch_max_delay_us: int = DEFAULT_MAX_DELAY_US
     server: str = "kxform"  # the fronts: kxform's own, or kserve's ModelServer (kxform.front.kserve)
+    log_format: str = "text"
+    otel: bool = False  # OpenTelemetry tracing asked for by flag (the OTEL_* variables may also turn it on)
+    server_timing: bool = False  # a Server-Timing header with each stage's duration (kxform dev's playground)
 
     def model_names(self) -> list[str]:
         """The names clients call: ``--model_name`` for a single transformer, else the plugin names."""
@@ -218,6 +224,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "servers) serving the same transformers, in one process (default: %(default)s)",
     )
     parser.add_argument("--log_level", default=_env("log_level", "INFO"), choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    _add_observability_arguments(parser.add_argument_group("observability"))
     _add_limit_arguments(parser.add_argument_group("request limits (each a 4xx naming the flag when exceeded)"))
     _add_worker_arguments(parser.add_argument_group("worker pool (decoding and preprocessing off the event loop)"))
     parser.add_argument(
@@ -253,6 +260,35 @@ def _add_limit_arguments(group: argparse._ArgumentGroup) -> None:
         )
 
 
+def _add_observability_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--log_format",
+        choices=FORMATS,
+        default=_env("log_format", "text"),
+        help="text, or json: one JSON object per line, with request_id and trace_id; a failed request's line "
+        "also has model, status, error_kind and stage (default: %(default)s)",
+    )
+    group.add_argument(
+        "--otel",
+        type=parse_bool,
+        nargs="?",
+        const=True,
+        default=_env("otel", False, parse_bool),
+        help="OpenTelemetry traces of every request, exported as the standard OTEL_* variables say (OTLP over "
+        "HTTP to localhost:4318 unless set); also on when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER "
+        "is set (default: off)",
+    )
+    group.add_argument(
+        "--server_timing",
+        type=parse_bool,
+        nargs="?",
+        const=True,
+        default=_env("server_timing", False, parse_bool),
+        help="answer inference requests with a Server-Timing header: each stage's milliseconds (kxform dev "
+        "turns it on for its playground; default: off)",
+    )
+
+
 def _add_worker_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--worker_threads",
@@ -279,6 +315,10 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
     transformers = tuple(args.transformer or args.env_transformers)
     if not transformers:
         raise argparse.ArgumentTypeError("name at least one --transformer (see `kxform plugins`)")
+    if args.otel or enabled_by_environment():
+        problem = check_environment()
+        if problem is not None:
+            raise argparse.ArgumentTypeError(f"tracing: {problem}")
     if args.server == "kserve" and args.workers > 1:
         # kserve's ModelServer binds its own ports (no inherited socket, no SO_REUSEPORT for uvicorn), so
         # kxform's supervisor cannot share them among N of its processes.
@@ -310,4 +350,7 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
         enable_model_repository_api=args.enable_model_repository_api,
         batch_max_delay_us=args.batch_max_delay_us,
         server=args.server,
+        log_format=args.log_format,
+        otel=args.otel,
+        server_timing=args.server_timing,
     )

@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,7 @@ class ServerProcess:
     log_path: Path
     ports: dict[str, int]
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    env: Mapping[str, str] | None = None  # added to this process's environment
 
     @property
     def http_url(self) -> str:
@@ -77,7 +78,8 @@ class ServerProcess:
 
     def start(self) -> None:
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
+            env = {**os.environ, **self.env} if self.env is not None else None
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -134,9 +136,15 @@ def start_triton(
 
 
 def start_serve(
-    transformers: Sequence[str], predictor_host: str, log_dir: Path, extra: Sequence[str] = (), wait: bool = True
+    transformers: Sequence[str],
+    predictor_host: str,
+    log_dir: Path,
+    extra: Sequence[str] = (),
+    wait: bool = True,
+    env: Mapping[str, str] | None = None,
 ) -> ServerProcess:
-    """Start ``kxform serve`` on free ports in front of ``predictor_host``; wait until it is ready."""
+    """Start ``kxform serve`` on free ports in front of ``predictor_host`` (``env`` added to its environment);
+    wait until it is ready."""
     ports = {"http": free_port(), "grpc": free_port()}
     command = kxform_command(
         "serve",
@@ -146,7 +154,7 @@ def start_serve(
         f"--grpc_port={ports['grpc']}",
         *extra,
     )
-    server = ServerProcess(command, log_dir / f"serve-{ports['http']}.log", ports)
+    server = ServerProcess(command, log_dir / f"serve-{ports['http']}.log", ports, env=env)
     server.start()
     try:
         server.wait_ready("/v2/health/ready" if wait else "/v2/health/live", timeout=120)

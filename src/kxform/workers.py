@@ -218,7 +218,7 @@ def _worker_main(settings: ServeSettings, http_socket: socket.socket, ready: Eve
     kserve_import.load()  # before kxform.server imports kserve: a worker's sys.argv is the supervisor's
     from kxform.server import serve_process
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     serve_process(settings, http_socket, on_ready=ready.set)
 
 

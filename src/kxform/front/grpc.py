@@ -11,20 +11,24 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from kxform import __version__, limits
+from kxform import __version__, limits, tracing
 from kxform.envelope import decode_v2
 from kxform.errormap import as_kxform_error, grpc_error
 from kxform.errors import KxformError, RequestError
 from kxform.front.http import check_version, metadata_of
+from kxform.logs import bind_request
 from kxform.metrics import REQUESTS, child
 from kxform.offload import WorkerPool
 from kxform.registry import Registry
 from kxform.requestid import HEADER, accept_request_id
 from kxform.v2 import V2Response, decode_grpc_request, encode_grpc_response, grpc_protos
+
+if TYPE_CHECKING:
+    from kxform.request_trace import RequestTrace
 
 __all__ = ["SERVICE", "GrpcFront", "server_options"]
 
@@ -85,15 +89,29 @@ class GrpcFront:
         )
 
     def _call(self, name: str, method: Method, message_type: Any) -> Callable[[bytes, Any], Awaitable[Any]]:
+        traced = name == "ModelInfer"
+
         async def rpc(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
             sent = dict(context.invocation_metadata() or ()).get(HEADER)
             request_id = accept_request_id(sent if isinstance(sent, str) else None)
+            bind_request(request_id)
             await context.send_initial_metadata(((HEADER, request_id),))
+            trace: RequestTrace | None = None
             try:
                 message = raw if message_type is None else _parse(message_type, raw, name)
-                return await method(message, request_id, _metadata(context))
+                metadata = _metadata(context)
+                if traced and tracing.ACTIVE is not None:
+                    trace = _start_trace(tracing.ACTIVE, metadata, request_id)
+                    reply = await self.model_infer(message, request_id, metadata, trace)
+                    trace.finish(200, None)
+                    return reply
+                return await method(message, request_id, metadata)
             except Exception as exc:
-                code, details = grpc_error(as_kxform_error(exc, request_id, f"gRPC {name}"))
+                error = as_kxform_error(exc, request_id, f"gRPC {name}")
+                code, details = grpc_error(error)
+                if trace is not None:
+                    trace.set_attribute("rpc.grpc.status_code", code.value[0])
+                    trace.finish(error.http_status, exc)
                 await context.abort(code, details)
 
         return rpc
@@ -117,16 +135,21 @@ class GrpcFront:
         await check_version(model, message.version)
         return self.protos.ModelMetadataResponse(**await metadata_of(model))
 
-    async def model_infer(self, raw: bytes, request_id: str, headers: dict[str, str]) -> Any:
+    async def model_infer(
+        self, raw: bytes, request_id: str, headers: dict[str, str], trace: RequestTrace | None = None
+    ) -> Any:
         large = len(raw) > INLINE_MAX_MESSAGE_BYTES
         request = await self.pool.run(decode_grpc_request, raw) if large else decode_grpc_request(raw)
+        bind_request(request_id, trace, request.model_name)
+        if trace is not None:
+            trace.set_attribute("kxform.model", request.model_name)
         model = self.registry.get(request.model_name)
         try:
             await check_version(model, request.model_version)
             size = sum(tensor.data.nbytes for tensor in request.inputs)
             decode = functools.partial(decode_v2, request, model.declared_inputs)
-            envelope, result = await model.run(decode, size, headers | {HEADER: request_id}, request_id)
-            response = model.encode(result, envelope)
+            envelope, result = await model.run(decode, size, headers | {HEADER: request_id}, request_id, trace)
+            response = model.encode(result, envelope, trace)
             assert isinstance(response, V2Response)
             message = encode_grpc_response(response, request)
         except KxformError as exc:
@@ -142,6 +165,17 @@ class GrpcFront:
     async def repository_unload(self, message: Any, request_id: str, headers: dict[str, str]) -> Any:
         self.registry.unload(message.model_name)
         return self.protos.RepositoryModelUnloadResponse(model_name=message.model_name, isUnloaded=True)
+
+
+def _start_trace(active: Any, metadata: dict[str, str], request_id: str) -> RequestTrace:
+    attributes = {
+        "kxform.protocol": "grpc",
+        "rpc.system": "grpc",
+        "rpc.service": SERVICE,
+        "rpc.method": "ModelInfer",
+    }
+    trace: RequestTrace = active.start_request(metadata, request_id, f"{SERVICE}/ModelInfer", attributes)
+    return trace
 
 
 def _parse(message_type: Any, raw: bytes, method: str) -> Any:

@@ -14,20 +14,25 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kxform import __version__, limits
+from kxform import __version__, limits, tracing
 from kxform.body import decode_content_encoding
 from kxform.cloudevents import encode_cloudevent_reply
 from kxform.codecs.jsonbody import JSON_CONTENT_TYPE, dump_json
 from kxform.envelope import decode_v1, decode_v2
 from kxform.errormap import as_kxform_error, http_error
 from kxform.errors import KxformError, MethodNotAllowedError, NotFoundError
+from kxform.front.docs import docs_page
+from kxform.logs import bind_request
 from kxform.metrics import REQUESTS, child, exposition
 from kxform.model import TransformerModel
 from kxform.registry import Registry
 from kxform.requestid import HEADER, accept_request_id
 from kxform.v2 import HEADER_LENGTH, V2Response, decode_rest_request, encode_rest_response
+
+if TYPE_CHECKING:
+    from kxform.request_trace import RequestTrace, Tracing
 
 __all__ = ["HttpFront"]
 
@@ -51,6 +56,7 @@ class Request:
     request_id: str
     params: dict[str, str]
     headers: dict[str, str] = field(default_factory=dict)
+    trace: RequestTrace | None = None  # when tracing is on and the route is traced
 
     async def body(self) -> bytes:
         limit = limits.current()
@@ -96,6 +102,7 @@ class _Route:
     pattern: re.Pattern[str]
     methods: Mapping[str, Handler]
     model_label: bool = True  # whether the path's model name labels the request metrics
+    route: str = ""  # the inference routes: their template, which names their span when tracing is on
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -115,12 +122,13 @@ class HttpFront:
         model = r"(?P<model>[^/:]+)"
         version = r"(?:/versions/(?P<version>[^/]+))?"
         routes = [  # the inference routes first: they are most of the traffic (no two patterns overlap)
-            _Route(re.compile(rf"/v1/models/{model}:predict"), {"POST": self.v1_predict}),
-            _Route(re.compile(rf"/v2/models/{model}{version}/infer"), {"POST": self.v2_infer}),
+            _Route(re.compile(rf"/v1/models/{model}:predict"), {"POST": self.v1_predict}, route=V1_PREDICT),
+            _Route(re.compile(rf"/v2/models/{model}{version}/infer"), {"POST": self.v2_infer}, route=V2_INFER),
             _Route(re.compile(r"/"), {"GET": self.root}, False),
             _Route(re.compile(r"/v2/health/live"), {"GET": self.live}, False),
             _Route(re.compile(r"/v2/health/ready"), {"GET": self.ready}, False),
             _Route(re.compile(r"/metrics"), {"GET": self.metrics}, False),
+            _Route(re.compile(r"/docs"), {"GET": self.docs}, False),
             _Route(re.compile(r"/v1/models"), {"GET": self.v1_models}, False),
             _Route(re.compile(rf"/v1/models/{model}"), {"GET": self.v1_model_status}),
             _Route(re.compile(rf"/v1/models/{model}:explain"), {"POST": self.v1_explain}),
@@ -145,23 +153,36 @@ class HttpFront:
             return
         request_id = accept_request_id(next((v for k, v in scope["headers"] if k == HEADER.encode()), None))
         model, protocol = "", ""
+        trace: RequestTrace | None = None
+        failure: Exception | None = None
         try:
-            handler, params, labelled = self._match(scope["method"], scope["path"])
-            model = params.get("model", "") if labelled else ""
+            handler, params, route = self._match(scope["method"], scope["path"])
+            model = params.get("model", "") if route.model_label else ""
             protocol = "v1" if scope["path"].startswith("/v1/") else "v2"
             request = Request(scope, receive, request_id, params, _headers(scope))
+            if tracing.ACTIVE is not None and route.route:
+                trace = request.trace = _start_trace(tracing.ACTIVE, request, route.route, model, protocol)
+            bind_request(request_id, trace, model)  # before the handler: every line it logs names the request
             response = await handler(request)
         except ClientGone:
             logger.debug("%s %s: client disconnected", scope["method"], scope["path"])
+            if trace is not None:
+                trace.finish(499, None)  # nginx's "client closed request": nobody got an answer
             return
         except Exception as exc:
+            failure = exc
             error = as_kxform_error(exc, request_id, f"{scope['method']} {scope['path'][:200]}")
             response = Response(*http_error(error))
         if model in self.registry.names() and scope["method"] == "POST":  # served names only: bounded labels
             child(REQUESTS, model, protocol, str(response.status)).inc()
+        if trace is not None:
+            trace.set_attribute("http.response.status_code", response.status)
+            trace.finish(response.status, failure)
+            if trace.timings is not None:
+                response.headers.append((b"server-timing", trace.server_timing().encode()))
         await _send(send, response, request_id)
 
-    def _match(self, method: str, path: str) -> tuple[Handler, dict[str, str], bool]:
+    def _match(self, method: str, path: str) -> tuple[Handler, dict[str, str], _Route]:
         for route in self.routes:
             found = route.pattern.fullmatch(path)
             if found is None:
@@ -170,7 +191,7 @@ class HttpFront:
             if handler is None:
                 allowed = tuple(route.methods)
                 raise MethodNotAllowedError(f"{method} is not allowed on {path}; use {', '.join(allowed)}", allowed)
-            return handler, {k: v for k, v in found.groupdict().items() if v is not None}, route.model_label
+            return handler, {k: v for k, v in found.groupdict().items() if v is not None}, route
         raise NotFoundError(f"no route {path[:200]}; see the V1 and V2 inference protocol endpoints")
 
     # --- health, metadata, metrics ------------------------------------------------------------------
@@ -188,6 +209,12 @@ class HttpFront:
     async def metrics(self, request: Request) -> Response:
         body, content_type = exposition()
         return Response(200, body, [(b"content-type", content_type.encode())])
+
+    async def docs(self, request: Request) -> Response:
+        served = [name for name in self.registry.names() if self.registry.is_loaded(name)]
+        models = [await metadata_of(self.registry.get(name)) for name in served]
+        host = f"http://{request.headers.get('host', 'localhost')}"
+        return Response(200, docs_page(models, host), [(b"content-type", b"text/html; charset=utf-8")])
 
     async def v1_models(self, request: Request) -> Response:
         return Response.json({"models": [name for name in self.registry.names() if self.registry.is_loaded(name)]})
@@ -219,8 +246,8 @@ class HttpFront:
         model = self.registry.get(request.params["model"])
         body = await request.body()
         decode = functools.partial(decode_v1, body, request.headers)
-        envelope, result = await model.run(decode, len(body), request.headers, request.request_id)
-        reply = model.encode(result, envelope)
+        envelope, result = await model.run(decode, len(body), request.headers, request.request_id, request.trace)
+        reply = model.encode(result, envelope, request.trace)
         assert not isinstance(reply, V2Response)
         if envelope.event is not None:
             return Response.of(*encode_cloudevent_reply(envelope.event, model.name, reply))
@@ -239,8 +266,8 @@ class HttpFront:
             raw = decode_content_encoding(body, headers.get("content-encoding"))
             return decode_v2(decode_rest_request(raw, headers.get(HEADER_LENGTH), model.name), model.declared_inputs)
 
-        envelope, result = await model.run(decode, len(body), headers, request.request_id)
-        response = model.encode(result, envelope)
+        envelope, result = await model.run(decode, len(body), headers, request.request_id, request.trace)
+        response = model.encode(result, envelope, request.trace)
         assert isinstance(response, V2Response)
         assert envelope.request is not None
         return Response.of(*encode_rest_response(response, envelope.request))
@@ -283,6 +310,17 @@ async def metadata_of(model: TransformerModel) -> dict[str, Any]:
         "inputs": model.get_input_types(),
         "outputs": model.get_output_types(),
     }
+
+
+V1_PREDICT = "/v1/models/{model}:predict"
+V2_INFER = "/v2/models/{model}[/versions/{version}]/infer"
+
+
+def _start_trace(active: Tracing, request: Request, route: str, model: str, protocol: str) -> RequestTrace:
+    method = request.scope["method"]
+    attributes = {"kxform.model": model, "kxform.protocol": protocol, "http.request.method": method}
+    attributes["http.route"] = route
+    return active.start_request(request.headers, request.request_id, f"{method} {route}", attributes)
 
 
 async def _send(send: Send, response: Response, request_id: str) -> None:

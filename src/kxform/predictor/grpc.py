@@ -18,6 +18,7 @@ from google.protobuf.json_format import MessageToDict
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
+from kxform import tracing
 from kxform.errors import (
     KxformError,
     PredictorError,
@@ -196,7 +197,9 @@ class GrpcPredictor(RequestedOutputs):
         tensors = [V2Tensor.from_array(name, array) for name, array in inputs.items()]
         placed, views = (placement.inputs, placement.views) if placement is not None else ({}, {})
         request = encode_grpc_request(model, tensors, outputs, request_id, placed)
-        metadata = (("x-request-id", request_id),) if request_id else None
+        metadata: tuple[tuple[str, str], ...] | None = (("x-request-id", request_id),) if request_id else None
+        if tracing.ACTIVE is not None:  # the traceparent of this call (kxform.batching sets it)
+            metadata = (*(metadata or ()), *(tracing.CALL_HEADERS.get() or {}).items()) or None
 
         async def operation(timeout: float) -> pb.ModelInferResponse:
             return await self.stub.ModelInfer(request, metadata=metadata, timeout=timeout)

@@ -20,6 +20,7 @@ from typing import Any, cast
 import httptools
 import orjson
 
+from kxform import tracing
 from kxform.errors import KxformError, PredictorError, PredictorUnavailableError, RequestError
 from kxform.predictor.base import (
     Array,
@@ -204,6 +205,8 @@ class HttpPredictor(RequestedOutputs):
         body, headers = encode_rest_request(tensors, outputs, request_id, placed)
         if request_id:
             headers["x-request-id"] = request_id
+        if tracing.ACTIVE is not None:  # the traceparent of this call (kxform.batching sets it)
+            headers.update(tracing.CALL_HEADERS.get() or {})
 
         async def operation(timeout: float) -> dict[str, Array]:
             payload, reply_headers = await self._send("POST", f"/v2/models/{model}/infer", timeout, body, headers)
