@@ -71,7 +71,13 @@ def registered(triton: ServerProcess, server: ServerProcess) -> dict[str, str]:
 
 
 def in_dev_shm(server: ServerProcess) -> set[str]:
-    return {entry.name for entry in SHM.glob(f"kxform-{pid_of(server)}-*")}
+    """``server``'s regions in /dev/shm (not its lock file)."""
+    return {entry.name for entry in SHM.glob(f"kxform-{pid_of(server)}-*") if entry.suffix != ".lock"}
+
+
+def lock_files(server: ServerProcess) -> list[Path]:
+    """The lock ``server``'s process holds while it has regions (kxform.predictor.shm)."""
+    return list(SHM.glob(f"kxform-{pid_of(server)}-*.lock"))
 
 
 def predictions(reply: tuple[int, Any]) -> list[Any]:
@@ -168,6 +174,7 @@ def test_sigterm_unregisters_and_unlinks_every_region(triton: ServerProcess, tmp
         assert server.stop(signal.SIGTERM) == 0
     assert not registered(triton, server)
     assert not in_dev_shm(server)
+    assert not lock_files(server)
 
 
 def predict_once_triton_is_back(server: ServerProcess, instances: list[Any]) -> tuple[int, Any]:
@@ -300,12 +307,14 @@ def test_the_regions_of_a_killed_kxform_are_removed_by_the_next_one(
     for child in psutil.Process(pid_of(first)).children(recursive=True):
         child.kill()
     first.stop(signal.SIGKILL)
-    assert in_dev_shm(first) == set(regions) | {lock.name for lock in SHM.glob(f"kxform-{pid_of(first)}-*.lock")}
+    assert in_dev_shm(first) == set(regions)
+    assert lock_files(first)
 
     second = start_serve(["test-cifar10"], host, tmp_path, extra=extra)
     try:
         predictions(predict(second, "test-cifar10", instances[:1]))
         assert not registered(triton, first)
         assert not in_dev_shm(first)
+        assert not lock_files(first)
     finally:
         second.stop()
