@@ -25,7 +25,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from kxform.testing import ServerProcess, free_port, kxform_command, start_serve, start_triton
+from kxform.testing import ServerProcess, start_serve, start_triton
 from tests.test_resilience import PROTOCOLS, predictor_host, tritonserver_pid
 
 pytestmark = pytest.mark.integration
@@ -243,23 +243,9 @@ def triton_with_its_own_dev_shm(
     repository = tmp_path / "repository"
     repository.mkdir()
     (repository / "cifar10").symlink_to(model_repository / "cifar10")
-    ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
-    triton = kxform_command(
-        "triton",
-        f"--model-repository={repository}",
-        f"--http-port={ports['http']}",
-        f"--grpc-port={ports['grpc']}",
-        f"--metrics-port={ports['metrics']}",
-    )
     script = 'mount -t tmpfs own-shm /dev/shm && exec "$@"'
-    command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *triton]
-    server = ServerProcess(command, tmp_path / "triton.log", ports)
-    server.start()
-    try:
-        server.wait_ready()
-    except BaseException:
-        server.stop(signal.SIGKILL)
-        raise
+    wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
+    server = start_triton(repository, tmp_path, wrapper=wrapper)
     yield server
     server.stop()
 

@@ -113,11 +113,19 @@ def kxform_command(*args: str) -> list[str]:
 
 
 def start_triton(
-    repository: Path, log_dir: Path, extra: Sequence[str] = (), ports: dict[str, int] | None = None
+    repository: Path,
+    log_dir: Path,
+    extra: Sequence[str] = (),
+    ports: dict[str, int] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> ServerProcess:
-    """Start ``kxform triton`` (on free ports unless given) and wait until it is ready."""
+    """Start ``kxform triton`` (on free ports unless given) and wait until it is ready.
+
+    ``wrapper`` runs it through another command, which gets the command line as its last arguments
+    (``unshare ... sh -c '...; exec "$@"' sh``).
+    """
     ports = ports or {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
-    command = kxform_command(
+    triton = kxform_command(
         "triton",
         f"--model-repository={repository}",
         f"--http-port={ports['http']}",
@@ -125,6 +133,7 @@ def start_triton(
         f"--metrics-port={ports['metrics']}",
         *extra,
     )
+    command = [*wrapper, *triton]
     server = ServerProcess(command, log_dir / f"triton-{ports['http']}.log", ports)
     server.start()
     try:
