@@ -5,7 +5,7 @@ Built on grpc.aio and kserve's own V2 protos rather than ``tritonclient.grpc``: 
 server needs its own). Triton's ``ModelConfig`` RPC is not in kserve's proto; it is called with
 Triton's ``model_config.proto`` loaded on its own (no symbol clash) and the one-field response
 envelope unwrapped by hand; the system shared memory RPCs, also Triton's own, have messages of a few
-string and integer fields, written here by hand.
+string and integer fields, written and read with ``kxform.predictor.protowire``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from kxform.predictor.base import (
     about_shared_memory,
     call,
 )
+from kxform.predictor.protowire import fields, string_field, uint_field
 from kxform.v2 import RequestedOutput, V2Tensor, decode_grpc_response, encode_grpc_request
 
 __all__ = ["GrpcPredictor", "channel_options"]
@@ -55,15 +56,6 @@ _SERVICE = "/inference.GRPCInferenceService"
 _MODEL_CONFIG_METHOD = f"{_SERVICE}/ModelConfig"
 
 
-def _string_field(number: int, text: str) -> bytes:
-    data = text.encode()
-    return _varint(number << 3 | 2) + _varint(len(data)) + data  # wire type 2: length-delimited
-
-
-def _uint_field(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value)  # wire type 0: varint
-
-
 # A target with a resolver scheme (dns:///predictor-headless.ns.svc.cluster.local:9000, ipv4:a:p,b:p) names
 # every predictor pod: balance calls over all of them. A bare host:port keeps gRPC's pick_first, which is
 # what a ClusterIP Service (one address) or localhost (127.0.0.1 and ::1, one of them listening) wants.
@@ -77,74 +69,33 @@ def channel_options(target: str) -> list[tuple[str, Any]]:
     return list(_CHANNEL_OPTIONS)
 
 
-def _fields(data: bytes) -> list[tuple[int, bytes | int]]:
-    """The (number, value) of each field of a protobuf message: bytes if length-delimited, else the varint."""
-    fields: list[tuple[int, bytes | int]] = []
-    position = 0
-    while position < len(data):
-        tag, position = _read_varint(data, position)
-        number, wire_type = tag >> 3, tag & 7
-        if wire_type == 2:
-            length, position = _read_varint(data, position)
-            fields.append((number, data[position : position + length]))
-            position += length
-        elif wire_type == 0:
-            value, position = _read_varint(data, position)
-            fields.append((number, value))
-        else:  # fixed32/fixed64: not in the messages read here
-            raise ValueError(f"unexpected protobuf wire type {wire_type}")
-    return fields
-
-
-def _read_varint(data: bytes, position: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, position
-
-
 def _decode_status_response(data: bytes) -> list[str]:
     # SystemSharedMemoryStatusResponse { map<string, RegionStatus> regions = 1; }: each entry a message
     # whose field 1 is the key, the region's name.
     names = []
-    for number, entry in _fields(data):
+    for number, entry in fields(data):
         if number == 1 and isinstance(entry, bytes):
-            names += [key.decode() for field, key in _fields(entry) if field == 1 and isinstance(key, bytes)]
+            names += [key.decode() for field, key in fields(entry) if field == 1 and isinstance(key, bytes)]
     return names
 
 
 def _encode_config_request(model: str) -> bytes:
     # ModelConfigRequest { string name = 1; }
-    return _string_field(1, model)
+    return string_field(1, model)
 
 
 def _encode_register_request(request: tuple[str, str, int]) -> bytes:
     # SystemSharedMemoryRegisterRequest { string name = 1; string key = 2; uint64 offset = 3; uint64 byte_size = 4; }
     region, key, byte_size = request
-    return _string_field(1, region) + _string_field(2, key) + _uint_field(4, byte_size)  # offset 0: the default
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
+    return string_field(1, region) + string_field(2, key) + uint_field(4, byte_size)  # offset 0: the default
 
 
 def _decode_config_response(data: bytes) -> dict[str, Any]:
-    # ModelConfigResponse { ModelConfig config = 1; }: skip the tag and the length varint.
+    # ModelConfigResponse { ModelConfig config = 1; }
     config = model_config_pb2().ModelConfig()
-    if data:
-        position = 1
-        while data[position] & 0x80:
-            position += 1
-        config.ParseFromString(data[position + 1 :])
+    for number, value in fields(data):
+        if number == 1 and isinstance(value, bytes):
+            config.ParseFromString(value)
     return dict(MessageToDict(config, preserving_proto_field_name=True))
 
 
@@ -283,7 +234,7 @@ class GrpcPredictor(RequestedOutputs):
         await self._shared_memory_call(
             "SystemSharedMemoryUnregister",
             region,
-            lambda name: _string_field(1, name),
+            lambda name: string_field(1, name),
             f"unregister shared memory region {region}",
         )
 
