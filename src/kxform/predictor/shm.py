@@ -50,11 +50,12 @@ from pathlib import Path
 
 import numpy as np
 import tritonclient.utils.shared_memory as triton_shm
-from tritonclient.utils import triton_to_np_dtype
 
+from kxform.codecs.dtypes import numpy_dtype
 from kxform.errors import KxformError, PredictorSharedMemoryError, PredictorTimeoutError, PredictorUnavailableError
 from kxform.predictor.base import Array, Placement, PredictorClient
-from kxform.predictor.metadata import ModelSpec
+from kxform.predictor.metadata import ModelSpec, TensorSpec
+from kxform.tensors import batch_size
 from kxform.v2 import SharedRegion
 
 __all__ = ["MAX_REGIONS", "SharedMemory", "on_this_host", "region_bytes"]
@@ -87,26 +88,26 @@ def _aligned(size: int, to: int = _ALIGN) -> int:
     return -(-size // to) * to
 
 
+def _tensor_bytes(spec: ModelSpec, tensor: TensorSpec, rows: int) -> int:
+    """Bytes of ``tensor`` for ``rows`` rows, dynamic dims counted as 1."""
+    count = math.prod(max(1, d) for d in tensor.shape) * (rows if spec.batched else 1)
+    return count * numpy_dtype(tensor.datatype).itemsize
+
+
 def _output_bytes(spec: ModelSpec, name: str, rows: int) -> int | None:
     """The bytes of output ``name`` for ``rows`` rows, if known before the call (no BYTES, no dynamic dim)."""
     tensor = spec.output(name)
     if tensor.datatype == "BYTES" or any(d < 0 for d in tensor.shape):
         return None
-    count = math.prod(tensor.shape) * (rows if spec.batched else 1)
-    return count * np.dtype(triton_to_np_dtype(tensor.datatype)).itemsize or None
+    return _tensor_bytes(spec, tensor, rows) or None
 
 
 def region_bytes(spec: ModelSpec) -> int:
     """A region's size for one call of ``max_batch_size`` rows (dynamic dims counted as 1)."""
     rows = max(1, spec.max_batch_size)
-    size = 0
-    for tensor in spec.inputs:
-        if tensor.datatype != "BYTES":
-            count = math.prod(max(1, d) for d in tensor.shape) * (rows if spec.batched else 1)
-            size += _aligned(count * np.dtype(triton_to_np_dtype(tensor.datatype)).itemsize)
-    for tensor in spec.outputs:
-        size += _aligned(_output_bytes(spec, tensor.name, rows) or 0)
-    return size
+    inputs = [_aligned(_tensor_bytes(spec, t, rows)) for t in spec.inputs if t.datatype != "BYTES"]
+    outputs = [_aligned(_output_bytes(spec, t.name, rows) or 0) for t in spec.outputs]
+    return sum(inputs) + sum(outputs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +122,8 @@ class _Layout:
 def _layout(spec: ModelSpec, inputs: Mapping[str, Array], outputs: Sequence[str]) -> _Layout | None:
     offset = 0
     placed_inputs: dict[str, tuple[int, int]] = {}
-    rows = 1
+    rows = batch_size(inputs) if spec.batched else 1
     for name, array in inputs.items():
-        rows = int(array.shape[0]) if spec.batched and array.ndim else rows
         if array.dtype != np.object_ and array.ndim and array.nbytes:
             placed_inputs[name] = (offset, array.nbytes)
             offset += _aligned(array.nbytes)
@@ -143,6 +143,7 @@ class _Region:
     """One POSIX shared memory object, registered with Triton under ``name`` (its key: ``/name``)."""
 
     name: str
+    model: str
     size: int
     handle: triton_shm.SharedMemoryRegion
     generation: int = -1  # the SharedMemory generation it was registered in; -1: never
@@ -199,7 +200,7 @@ class SharedMemory:
         self._count = 0
         self._generation = 0
         self._pools: dict[str, _Pool] = {}
-        self._regions: dict[_Region, str] = {}  # every region alive, and its model
+        self._regions: set[_Region] = set()  # every region alive
         self._pending: set[asyncio.Task[None]] = set()  # retirements and removals under way
         self._retiring: dict[_Region, asyncio.TimerHandle] = {}
         self._lock: int | None = None  # the descriptor of our lock file, once we have regions
@@ -234,7 +235,7 @@ class SharedMemory:
                 self._generation += 1  # an outage: a restarted Triton knows none of the regions
             raise
         finally:
-            self._release(spec.name, region, reusable)
+            self._release(region, reusable)
 
     async def _placed_call(
         self,
@@ -266,7 +267,7 @@ class SharedMemory:
                 return await self.client.infer(spec.name, inputs, outputs, request_id)
         finally:
             for view in placement.views.values():
-                view.release()  # the region's buffer may be closed once no view is left
+                view.release()  # the outputs were copied out (kxform.v2): nothing keeps pointing into the region
 
     def _refused(self, region: _Region, exc: PredictorSharedMemoryError) -> None:
         """Triton cannot map ``region``: an error with ``system``; with ``auto``, shared memory is turned off."""
@@ -348,7 +349,7 @@ class SharedMemory:
             region = pool.free.pop()
             if region.size >= size:
                 return region
-            self._remove(spec.name, region)  # too small for this call's dynamic dims: a larger one replaces it
+            self._remove(region)  # too small for this call's dynamic dims: a larger one replaces it
         if pool.live >= MAX_REGIONS:
             return None
         if size > pool.size:
@@ -358,11 +359,11 @@ class SharedMemory:
         try:
             await self._register(region, fresh=True)
         except PredictorSharedMemoryError as exc:
-            self._drop(spec.name, region)
+            self._drop(region)
             self._refused(region, exc)
             return None
         except BaseException:
-            self._drop(spec.name, region)
+            self._drop(region)
             raise
         return region
 
@@ -372,8 +373,8 @@ class SharedMemory:
         self._count += 1
         name = f"{self._prefix}-{re.sub(r'[^A-Za-z0-9_.-]', '_', model)[:64]}-{self._count}"
         handle = triton_shm.create_shared_memory_region(name, f"/{name}", size, create_only=True)
-        region = _Region(name, size, handle)
-        self._regions[region] = model
+        region = _Region(name, model, size, handle)
+        self._regions.add(region)
         return region
 
     async def _register(self, region: _Region, *, fresh: bool = False) -> None:
@@ -383,8 +384,8 @@ class SharedMemory:
         await self.client.register_shared_memory(region.name, region.key, region.size)
         region.generation = generation
 
-    def _release(self, model: str, region: _Region, reusable: bool) -> None:
-        pool = self._pools.get(model)
+    def _release(self, region: _Region, reusable: bool) -> None:
+        pool = self._pools.get(region.model)
         if pool is None or region not in self._regions:  # closed meanwhile
             return
         if reusable:
@@ -392,31 +393,32 @@ class SharedMemory:
             return
         # Triton may still read its inputs or write its outputs: not reused, removed after the timeout.
         loop = asyncio.get_running_loop()
-        self._retiring[region] = loop.call_later(self.client.settings.timeout, self._retire, model, region)
+        self._retiring[region] = loop.call_later(self.client.settings.timeout, self._retire, region)
 
-    def _retire(self, model: str, region: _Region) -> None:
+    def _retire(self, region: _Region) -> None:
         self._retiring.pop(region, None)
-        self._remove(model, region)
+        self._remove(region)
 
-    def _remove(self, model: str, region: _Region) -> None:
+    def _remove(self, region: _Region) -> None:
         """Unregister ``region`` from Triton and unlink it (in the background); it is in no call."""
-        task = asyncio.get_running_loop().create_task(self._unregister_and_drop(model, region))
+        task = asyncio.get_running_loop().create_task(self._unregister_and_drop(region))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _unregister_and_drop(self, model: str, region: _Region) -> None:
+    async def _unregister_and_drop(self, region: _Region) -> None:
         try:
             async with asyncio.timeout(_UNREGISTER_SECONDS):
                 await self.client.unregister_shared_memory(region.name)
         except (KxformError, TimeoutError) as exc:
             logger.info("shared memory region %s: not unregistered (%s)", region.name, exc)
         finally:
-            self._drop(model, region)
+            self._drop(region)
 
-    def _drop(self, model: str, region: _Region) -> None:
-        if self._regions.pop(region, None) is None:
+    def _drop(self, region: _Region) -> None:
+        if region not in self._regions:
             return
-        pool = self._pools.get(model)
+        self._regions.discard(region)
+        pool = self._pools.get(region.model)
         if pool is not None:
             pool.live -= 1
         region.destroy()
@@ -430,16 +432,16 @@ class SharedMemory:
             pool.free.clear()
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
-        regions = list(self._regions.items())
+        regions = list(self._regions)
         if regions:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_UNREGISTER_SECONDS):
                     await asyncio.gather(
-                        *(self.client.unregister_shared_memory(region.name) for region, _ in regions),
+                        *(self.client.unregister_shared_memory(region.name) for region in regions),
                         return_exceptions=True,
                     )
-        for region, model in regions:
-            self._drop(model, region)
+        for region in regions:
+            self._drop(region)
         if self._lock is not None:
             with contextlib.suppress(OSError):
                 (DEV_SHM / f"{self._prefix}.lock").unlink()
