@@ -139,6 +139,15 @@ def _env(flag: str, default: Any, convert: Callable[[str], Any] = str) -> Any:
     return default if value is None else convert(value)
 
 
+def _add_bool(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, flag: str, default: bool, **kwargs: Any
+) -> None:
+    """A kserve-style boolean flag: ``--flag`` (true), ``--flag true|false``, or ``KXFORM_<FLAG>``."""
+    parser.add_argument(
+        f"--{flag}", type=parse_bool, nargs="?", const=True, default=_env(flag, default, parse_bool), **kwargs
+    )
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``kxform serve``; names follow kserve's ModelServer so KServe's appended args work."""
     env_transformers = [t for t in _env("transformer", "").split(",") if t]
@@ -170,13 +179,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=protocol,
         help="v2 (HTTP, binary tensors) or grpc-v2 (default: %(default)s)",
     )
-    parser.add_argument(
-        "--predictor_use_ssl",
-        type=parse_bool,
-        nargs="?",
-        const=True,
-        default=_env("predictor_use_ssl", False, parse_bool),
-    )
+    _add_bool(parser, "predictor_use_ssl", False)
     parser.add_argument(
         "--predictor_request_timeout_seconds",
         type=float,
@@ -208,9 +211,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="longest a request waits for others to share its predictor call, in microseconds; 0: no "
         "cross-request batching (default: %(default)s)",
     )
-    parser.add_argument(
-        "--enable_grpc", type=parse_bool, nargs="?", const=True, default=_env("enable_grpc", True, parse_bool)
-    )
+    _add_bool(parser, "enable_grpc", True)
     parser.add_argument(
         "--bind_address",
         default=_env("bind_address", "0.0.0.0"),
@@ -227,12 +228,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     _add_observability_arguments(parser.add_argument_group("observability"))
     _add_limit_arguments(parser.add_argument_group("request limits (each a 4xx naming the flag when exceeded)"))
     _add_worker_arguments(parser.add_argument_group("worker pool (decoding and preprocessing off the event loop)"))
-    parser.add_argument(
-        "--enable_model_repository_api",
-        type=parse_bool,
-        nargs="?",
-        const=True,
-        default=_env("enable_model_repository_api", False, parse_bool),
+    _add_bool(
+        parser,
+        "enable_model_repository_api",
+        False,
         help="serve /v2/repository/... and the gRPC RepositoryModelLoad/Unload (off: anyone could unload a model)",
     )
 
@@ -268,22 +267,18 @@ def _add_observability_arguments(group: argparse._ArgumentGroup) -> None:
         help="text, or json: one JSON object per line, with request_id and trace_id; a failed request's line "
         "also has model, status, error_kind and stage (default: %(default)s)",
     )
-    group.add_argument(
-        "--otel",
-        type=parse_bool,
-        nargs="?",
-        const=True,
-        default=_env("otel", False, parse_bool),
+    _add_bool(
+        group,
+        "otel",
+        False,
         help="OpenTelemetry traces of every request, exported as the standard OTEL_* variables say (OTLP over "
         "HTTP to localhost:4318 unless set); also on when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER "
         "is set (default: off)",
     )
-    group.add_argument(
-        "--server_timing",
-        type=parse_bool,
-        nargs="?",
-        const=True,
-        default=_env("server_timing", False, parse_bool),
+    _add_bool(
+        group,
+        "server_timing",
+        False,
         help="answer inference requests with a Server-Timing header: each stage's milliseconds (kxform dev "
         "turns it on for its playground; default: off)",
     )
