@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import httptools
@@ -175,12 +175,17 @@ class HttpPredictor(RequestedOutputs):
             raise PredictorHttpError(status, _error_message(payload))
         return payload, reply_headers
 
-    async def _get_json(self, path: str, what: str) -> dict[str, Any]:
-        async def operation(timeout: float) -> dict[str, Any]:
-            payload, _ = await self._send("GET", path, timeout)
-            return dict(orjson.loads(payload))
+    async def _get(self, path: str, what: str, translate: Callable[[Exception], KxformError] | None = None) -> Any:
+        """The JSON document at ``path``."""
 
-        return await call(operation, self.settings, self._translate, what)
+        async def operation(timeout: float) -> Any:
+            payload, _ = await self._send("GET", path, timeout)
+            return orjson.loads(payload)
+
+        return await call(operation, self.settings, translate or self._translate, what)
+
+    async def _get_json(self, path: str, what: str) -> dict[str, Any]:
+        return dict(await self._get(path, what))
 
     async def _ready(self, path: str, what: str) -> bool:
         async def operation(timeout: float) -> bool:
@@ -229,11 +234,8 @@ class HttpPredictor(RequestedOutputs):
         await self._post_shared_memory(f"{region}/unregister", b"", f"unregister shared memory region {region}")
 
     async def shared_memory_regions(self) -> list[str]:
-        async def operation(timeout: float) -> Any:
-            payload, _ = await self._send("GET", "/v2/systemsharedmemory/status", timeout)
-            return orjson.loads(payload)
-
-        regions = await call(operation, self.settings, about_shared_memory(self._translate), "shared memory status")
+        status, what = "/v2/systemsharedmemory/status", "shared memory status"
+        regions = await self._get(status, what, about_shared_memory(self._translate))
         return (
             [str(r["name"]) for r in regions if isinstance(r, dict) and "name" in r]
             if isinstance(regions, list)
