@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from kxform.batching import Batcher
 from kxform.errors import PredictorUnavailableError, RequestError
 from kxform.predictor.base import PredictorSettings
-from kxform.predictor.metadata import ModelSpec, TensorSpec
+from kxform.spec import ModelSpec, TensorSpec
 
 Array = np.ndarray[Any, Any]
 HANG_GUARD_SECONDS = 30  # not a speed bound: a test that waits this long has hung

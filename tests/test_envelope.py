@@ -13,7 +13,7 @@ from kxform.cloudevents import encode_cloudevent_reply
 from kxform.envelope import decode_v1, decode_v2, encode_v1, encode_v2
 from kxform.errors import LimitError, RequestError, UnsupportedMediaTypeError
 from kxform.limits import configured
-from kxform.predictor.metadata import TensorSpec
+from kxform.spec import TensorSpec
 from kxform.v2 import decode_rest_request, encode_rest_response
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"rest of the file"

@@ -80,6 +80,11 @@ def test_load_plugin_keeps_async_hooks_as_they_are() -> None:
         ),
         pytest.param("no-such-plugin", ["no transformer plugin named 'no-such-plugin'", "test-cifar10"], id="missing"),
         pytest.param("test-not-a-transformer", ["must name a subclass of kxform.Transformer"], id="not-a-class"),
+        pytest.param(
+            "test-bad-datatype",
+            ["'test-bad-datatype = kxform_test_plugins.bad_datatype:Plugin'", "'FP33' is not a V2 datatype", "FP32"],
+            id="bad-datatype",
+        ),
     ],
 )
 def test_load_plugin_errors_name_the_entry_point_distribution_and_cause(name: str, fragments: list[str]) -> None:

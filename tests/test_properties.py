@@ -37,7 +37,7 @@ from kxform.codecs.tensor import encode_array, to_raw_bytes
 from kxform.codecs.text import text_bytes
 from kxform.envelope import Envelope, decode_v1, decode_v2
 from kxform.errors import KxformError
-from kxform.predictor.metadata import TensorSpec
+from kxform.spec import TensorSpec
 from kxform.v2 import (
     HEADER_LENGTH,
     RequestedOutput,

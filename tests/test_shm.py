@@ -30,8 +30,8 @@ from kxform.codecs.dtypes import v2_datatype
 from kxform.codecs.tensor import from_raw_bytes, to_raw_bytes
 from kxform.errors import PredictorSharedMemoryError, PredictorTimeoutError, PredictorUnavailableError
 from kxform.predictor.base import Placement, PredictorSettings, RequestedOutputs, SharedMemoryMode
-from kxform.predictor.metadata import ModelSpec, TensorSpec
 from kxform.predictor.shm import MAX_REGIONS, SharedMemory, on_this_host
+from kxform.spec import ModelSpec, TensorSpec
 from kxform.v2 import HEADER_LENGTH, RequestedOutput, V2Tensor, decode_rest_response, encode_rest_request
 
 Array = np.ndarray[Any, Any]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from kxform.errors import PredictorError, RequestError
-from kxform.predictor.metadata import ModelSpec, TensorSpec, model_spec_from_triton
+from kxform.predictor.metadata import model_spec_from_triton
+from kxform.spec import ModelSpec, TensorSpec
 from kxform.tensors import assemble_inputs, join_batches, shape_outputs, split_batches
 
 CIFAR = ModelSpec(

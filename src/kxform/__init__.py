@@ -7,7 +7,7 @@ entry-point group; ``kxform serve --transformer NAME`` finds it.
 from __future__ import annotations
 
 from kxform.errors import DecodeError, KxformError, RequestError
-from kxform.predictor.metadata import ModelSpec, TensorSpec
+from kxform.spec import ModelSpec, TensorSpec
 from kxform.transformer import Context, Transformer
 
 __all__ = [

@@ -34,8 +34,8 @@ from kxform import tracing
 from kxform.errors import PredictorError, RequestError
 from kxform.metrics import BATCH_QUEUE_SECONDS, BATCH_SIZE, child
 from kxform.predictor import PredictorClient
-from kxform.predictor.metadata import ModelSpec
 from kxform.predictor.shm import SharedMemory
+from kxform.spec import ModelSpec
 from kxform.tensors import Array, batch_size, join_batches
 
 if TYPE_CHECKING:

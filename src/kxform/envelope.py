@@ -31,7 +31,7 @@ from kxform.transformer import Protocol
 from kxform.v2 import V2Request, V2Response, V2Tensor
 
 if TYPE_CHECKING:
-    from kxform.predictor.metadata import TensorSpec
+    from kxform.spec import TensorSpec
 
 __all__ = ["Envelope", "decode_v1", "decode_v2", "encode_v1", "encode_v2", "instances_of"]
 

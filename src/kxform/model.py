@@ -43,8 +43,8 @@ from kxform.metrics import PREDICTOR_ERRORS, child, stage
 from kxform.offload import NeedsWorker, WorkerPool, inline_attempt
 from kxform.plugins import LoadedPlugin
 from kxform.predictor import PredictorClient, load_model_spec
-from kxform.predictor.metadata import ModelSpec, TensorSpec
 from kxform.requestid import HEADER, accept_request_id
+from kxform.spec import ModelSpec, TensorSpec
 from kxform.tensors import Array, assemble_inputs, batch_size, join_batches, shape_outputs, split_batches
 from kxform.transformer import Context
 from kxform.v2 import V2Request, V2Response, from_infer_request, to_infer_response

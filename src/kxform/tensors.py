@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from kxform.codecs.dtypes import lossless_cast
 from kxform.errors import PredictorError, RequestError
-from kxform.predictor.metadata import ModelSpec, TensorSpec
+from kxform.spec import ModelSpec, TensorSpec
 
 __all__ = ["assemble_inputs", "join_batches", "shape_outputs", "split_batches"]
 

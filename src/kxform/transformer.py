@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from kxform.predictor.metadata import ModelSpec, TensorSpec
+    from kxform.spec import ModelSpec, TensorSpec
 
 __all__ = ["Context", "Transformer"]
 

@@ -10,7 +10,8 @@ import numpy as np
 from tritonclient.utils import triton_to_np_dtype
 
 from kxform.predictor.base import PredictorClient, PredictorSettings, zeros_for
-from kxform.predictor.metadata import ModelSpec, TensorSpec, labelled_outputs, model_spec_from_triton
+from kxform.predictor.metadata import labelled_outputs, model_spec_from_triton
+from kxform.spec import ModelSpec, TensorSpec
 
 __all__ = [
     "ModelSpec",

@@ -54,7 +54,7 @@ import tritonclient.utils.shared_memory as triton_shm
 from kxform.codecs.dtypes import numpy_dtype
 from kxform.errors import KxformError, PredictorSharedMemoryError, PredictorTimeoutError, PredictorUnavailableError
 from kxform.predictor.base import Array, Placement, PredictorClient
-from kxform.predictor.metadata import ModelSpec, TensorSpec
+from kxform.spec import ModelSpec, TensorSpec
 from kxform.tensors import batch_size
 from kxform.v2 import SharedRegion
 
