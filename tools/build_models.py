@@ -1,7 +1,13 @@
 """Build the example Triton model repository (``make models``), laid out as users upload it for KServe.
 
-Every model is TorchScript (``<name>/1/model.pt``) with ``platform: "pytorch_libtorch"``, inputs
-``INPUT__i`` and outputs ``OUTPUT__i`` as in the seeds. No weights are downloaded: ``cifar10`` and
+Most models are TorchScript (``<name>/1/model.pt``) with ``platform: "pytorch_libtorch"``, inputs
+``INPUT__i`` and outputs ``OUTPUT__i`` as in the seeds. The PyTorch 2 examples: ``aoti_example`` is an
+AOT Inductor package (``model.pt2``, ``platform: "torch_aoti"``) with dict inputs and outputs like the
+seed's ``ExampleAotiModel``, named by its call spec (``ARGS[2][keyA]``, ``RESULT[BBB][0]``);
+``aoti_example_ordinal`` is the same package named by ordinal (``INPUT__2``, ``OUTPUT__2``); and
+``cifar10_pt2`` / ``cifar10_onnx`` are ``cifar10``'s network with its weights as a ``.pt2`` and as ONNX.
+A ``.pt2`` takes a C++ compile (tens of seconds on 2 cores): it is rebuilt only when its source or the
+torch version changes (a fingerprint in ``.kxform-build`` next to the model). No weights are downloaded: ``cifar10`` and
 ``resnet50`` use seeded random weights (only shapes matter), ``digits`` is trained here on
 scikit-learn's bundled dataset, and ``text`` is a scripted hashed bag of words whose fixed weights
 come from a small sentiment word list (it exercises the string I/O path, ``List[str]`` in).
@@ -13,6 +19,8 @@ Generation is deterministic.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import inspect
 import shutil
 import sys
 import time
@@ -294,6 +302,120 @@ def build_pooled(model_dir: Path) -> None:
     )
 
 
+class AotiExample(nn.Module):
+    """The seed's ``ExampleAotiModel`` (dict in, nested dict out), FP32, with a little arithmetic of its own."""
+
+    def forward(
+        self,
+        hdata: torch.Tensor,
+        vdata: torch.Tensor,
+        options: dict[str, torch.Tensor],
+        *,
+        kwarg1: torch.Tensor,
+        kw_arg2: torch.Tensor,
+    ) -> dict[str, torch.Tensor | tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]]:
+        return {
+            "AAA": hdata + vdata,  # OUTPUT__0
+            "ZZZ": hdata - vdata,  # OUTPUT__1: ordinals follow the dict's order, not the alphabet
+            "BBB": (hdata * vdata, torch.relu(hdata)),  # OUTPUT__2, OUTPUT__3
+            "CCC": {"keyA": options["keyA"] * 2, "key2": options["key2"] + vdata},  # OUTPUT__4, OUTPUT__5
+            "DDD": {"KA": kwarg1.cumsum(-1), "KB": kw_arg2 * kwarg1},  # OUTPUT__6, OUTPUT__7
+        }
+
+
+AOTI_SHAPE = (1, 16)  # batch 1: Triton's PyTorch backend does not batch .pt2 models yet
+AOTI_INPUTS = ["ARGS[0]", "ARGS[1]", "ARGS[2][keyA]", "ARGS[2][key2]", "KWARGS[kwarg1]", "KWARGS[kw_arg2]"]
+AOTI_OUTPUTS = [
+    "RESULT[AAA]",
+    "RESULT[ZZZ]",
+    "RESULT[BBB][0]",
+    "RESULT[BBB][1]",
+    "RESULT[CCC][keyA]",
+    "RESULT[CCC][key2]",
+    "RESULT[DDD][KA]",
+    "RESULT[DDD][KB]",
+]
+
+
+def aoti_config(
+    name: str, inputs: list[str], outputs: list[tuple[str, list[int]]], dims: list[int], max_batch_size: int
+) -> str:
+    """A ``torch_aoti`` config (``backend`` + ``platform``, as the seed writes it), one CPU instance."""
+    input_text = ",\n".join(tensor_text(n, "TYPE_FP32", dims) for n in inputs)
+    output_text = ",\n".join(tensor_text(n, "TYPE_FP32", d) for n, d in outputs)
+    return (
+        f'name: "{name}"\nbackend: "pytorch"\nplatform: "torch_aoti"\nmax_batch_size: {max_batch_size}\n'
+        f"input [\n{input_text}\n]\noutput [\n{output_text}\n]\n"
+        "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
+    )
+
+
+def compile_pt2(module: nn.Module, args: tuple[object, ...], kwargs: dict[str, object], target: Path) -> None:
+    """torch.export, then AOT Inductor compile and package: the README's two steps."""
+    exported = torch.export.export(module.eval(), args=args, kwargs=kwargs)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch._inductor.aoti_compile_and_package(exported, package_path=str(target))
+
+
+def build_aoti_example(model_dir: Path) -> None:
+    sample = [torch.zeros(AOTI_SHAPE) for _ in range(6)]
+    args = (sample[0], sample[1], {"keyA": sample[2], "key2": sample[3]})
+    compile_pt2(AotiExample(), args, {"kwarg1": sample[4], "kw_arg2": sample[5]}, model_dir / "1" / "model.pt2")
+    dims = [AOTI_SHAPE[1]]
+    (model_dir / "config.pbtxt").write_text(
+        aoti_config("aoti_example", AOTI_INPUTS, [(n, dims) for n in sorted(AOTI_OUTPUTS)], dims, max_batch_size=1)
+    )
+    # The same package named by ordinal: INPUT__i / OUTPUT__i in the call spec's order.
+    ordinal = model_dir.parent / "aoti_example_ordinal"
+    shutil.rmtree(ordinal, ignore_errors=True)
+    (ordinal / "1").mkdir(parents=True)
+    shutil.copyfile(model_dir / "1" / "model.pt2", ordinal / "1" / "model.pt2")
+    inputs = [f"INPUT__{i}" for i in range(len(AOTI_INPUTS))]
+    outputs = [(f"OUTPUT__{i}", dims) for i in range(len(AOTI_OUTPUTS))]
+    (ordinal / "config.pbtxt").write_text(aoti_config("aoti_example_ordinal", inputs, outputs, dims, max_batch_size=1))
+
+
+def cifar10_net() -> nn.Module:
+    """``cifar10``'s network with the same seeded weights, for its .pt2 and ONNX twins."""
+    torch.manual_seed(0)
+    return Cifar10Net().eval()
+
+
+def build_cifar10_pt2(model_dir: Path) -> None:
+    compile_pt2(cifar10_net(), (torch.rand(1, 3, 32, 32),), {}, model_dir / "1" / "model.pt2")
+    (model_dir / "labels.txt").write_text("\n".join(CIFAR10_CLASSES) + "\n")
+    config = aoti_config("cifar10_pt2", ["INPUT__0"], [("OUTPUT__0", [10])], [3, 32, 32], max_batch_size=1)
+    (model_dir / "config.pbtxt").write_text(
+        config.replace("dims: [10]", 'dims: [10]\n    label_filename: "labels.txt"')
+    )
+
+
+def build_cifar10_onnx(model_dir: Path) -> None:
+    (model_dir / "1").mkdir(parents=True)
+    # The TorchScript-based exporter: the dynamo one would need onnxscript for the same graph.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            cifar10_net(),
+            (torch.rand(1, 3, 32, 32),),
+            str(model_dir / "1" / "model.onnx"),
+            input_names=["INPUT__0"],
+            output_names=["OUTPUT__0"],
+            dynamic_axes={"INPUT__0": {0: "batch"}, "OUTPUT__0": {0: "batch"}},
+            dynamo=False,
+        )
+    (model_dir / "labels.txt").write_text("\n".join(CIFAR10_CLASSES) + "\n")
+    text = config_text(
+        "cifar10_onnx",
+        tensor_text("INPUT__0", "TYPE_FP32", [3, 32, 32]),
+        tensor_text("OUTPUT__0", "TYPE_FP32", [10], "labels.txt"),
+        max_batch_size=8,
+    )
+    # ONNX Runtime's own keys for its thread pools (the PyTorch backend's do not apply).
+    text = text.replace('platform: "pytorch_libtorch"', 'platform: "onnxruntime_onnx"')
+    (model_dir / "config.pbtxt").write_text(text.replace("INTRA_OP_THREAD_COUNT", "intra_op_thread_count"))
+
+
 def build_text(model_dir: Path) -> None:
     scripted = torch.jit.script(HashedBagOfWords(text_weights()))
     (model_dir / "1").mkdir(parents=True)
@@ -312,12 +434,39 @@ def build_text(model_dir: Path) -> None:
 
 
 BUILDERS: dict[str, Callable[[Path], None]] = {
+    "aoti_example": build_aoti_example,
     "cifar10": build_cifar10,
+    "cifar10_onnx": build_cifar10_onnx,
+    "cifar10_pt2": build_cifar10_pt2,
     "digits": build_digits,
     "pooled": build_pooled,
     "resnet50": build_resnet50,
     "text": build_text,
 }
+
+# Models whose build is slow enough to reuse, with everything their result depends on.
+CACHED: dict[str, tuple[object, ...]] = {
+    "aoti_example": (AotiExample, build_aoti_example, aoti_config, tensor_text, compile_pt2, AOTI_SHAPE, AOTI_INPUTS),
+    "cifar10_pt2": (Cifar10Net, cifar10_net, build_cifar10_pt2, aoti_config, tensor_text, compile_pt2),
+}
+FINGERPRINT_FILE = ".kxform-build"
+COMPANIONS = {"aoti_example": ("aoti_example_ordinal",)}  # written by the same build
+
+
+def fingerprint(name: str) -> str:
+    """A hash of the model's sources (classes, builders, constants) and the torch version."""
+    digest = hashlib.sha256(torch.__version__.encode())
+    for part in CACHED[name]:
+        source = inspect.getsource(part) if inspect.isclass(part) or inspect.isfunction(part) else repr(part)
+        digest.update(source.encode())
+    digest.update(repr(AOTI_OUTPUTS).encode() + repr(CIFAR10_CLASSES).encode())
+    return digest.hexdigest()
+
+
+def up_to_date(name: str, target: Path) -> bool:
+    stamp = target / FINGERPRINT_FILE
+    companions = all((target.parent / other / "config.pbtxt").exists() for other in COMPANIONS.get(name, ()))
+    return name in CACHED and companions and stamp.exists() and stamp.read_text().strip() == fingerprint(name)
 
 
 def main() -> int:
@@ -330,8 +479,13 @@ def main() -> int:
     for name in args.only:
         started = time.perf_counter()
         target = args.out / name
+        if up_to_date(name, target):
+            print(f"  {name}: up to date (same source and torch {torch.__version__}) -> {target}")
+            continue
         shutil.rmtree(target, ignore_errors=True)
         BUILDERS[name](target)
+        if name in CACHED:
+            (target / FINGERPRINT_FILE).write_text(fingerprint(name) + "\n")
         print(f"  {name}: built in {time.perf_counter() - started:.1f}s -> {target}")
     return 0
 

@@ -83,7 +83,7 @@ def _print_triton_ready(server: object) -> None:
     where = f"HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}"
     print(f"kxform triton: ready on {where}")
     for model in server.models:
-        how = "TorchScript via torch.jit.load" if model.adapted else "as configured"
+        how = model.describe()
         print(f"  model {model.name}: {states.get(model.name, 'UNKNOWN')} ({how})")
     print(f"  try: curl -s {server.http_url}/v2/models/{server.models[0].name}")
     sys.stdout.flush()

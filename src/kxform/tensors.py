@@ -1,26 +1,52 @@
 """From what ``preprocess`` returns to the predictor's named, typed, batched inputs — and back.
 
 A plugin returns one array (the model's single input), a list of per-instance arrays (stacked),
-or ``{input name or ordinal: array}``. Each is cast to the declared datatype where that cannot
-lose information (see ``kxform.codecs.dtypes.lossless_cast``) and checked against the declared
-shape; a request larger than ``max_batch_size`` is split into views, and the outputs joined.
+``{input name or ordinal: array}``, or a ``kxform.Call`` (the model's ``forward`` arguments, named by
+``kxform.call`` as the predictor's config names them: ``ARGS[2][keyA]`` or ``INPUT__2``). Each is cast
+to the declared datatype where that cannot lose information (see ``kxform.codecs.dtypes.lossless_cast``)
+and checked against the declared shape; a request larger than ``max_batch_size`` is split into views,
+and the outputs joined into ``Outputs``: flat by name, and rebuilt as the model returned them
+(``outputs.result``) when the config uses forward-based output names.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from kxform.call import Call, flatten_call, is_forward_name, rebuild
 from kxform.codecs.dtypes import lossless_cast
-from kxform.errors import PredictorError, RequestError
+from kxform.errors import KxformError, PredictorError, RequestError
 from kxform.spec import ModelSpec, TensorSpec
 
-__all__ = ["assemble_inputs", "join_batches", "shape_outputs", "split_batches"]
+__all__ = ["Outputs", "assemble_inputs", "join_batches", "shape_outputs", "split_batches"]
 
 Array = npt.NDArray[Any]
+
+
+class Outputs(dict[str, Array]):
+    """What ``postprocess`` receives: ``{output name: array [batch, *dims]}``, and ``result``, the same
+    arrays in the structure the model returned (``outputs.result["BBB"][0]`` for ``RESULT[BBB][0]``)."""
+
+    def __init__(self, arrays: Mapping[str, Array], model: str = "") -> None:
+        super().__init__(arrays)
+        self.model = model
+
+    @cached_property
+    def result(self) -> Any:
+        """The model's return value rebuilt from forward-based names (``RESULT``, ``RESULT[key][0]``, ...)."""
+        ordinal = [name for name in self if not is_forward_name(name)]
+        if ordinal:
+            raise KxformError(
+                f"outputs.result needs the predictor's outputs named after the model's result (RESULT, "
+                f"RESULT[key], RESULT[key][0], ...); predictor model '{self.model}' names them "
+                f"{', '.join(ordinal)}: read them by name, or rename them in its config.pbtxt"
+            )
+        return rebuild(self)
 
 
 def _as_array(value: Any, spec: TensorSpec) -> Array:
@@ -34,7 +60,44 @@ def _as_array(value: Any, spec: TensorSpec) -> Array:
         raise RequestError(f"input '{spec.name}': preprocess returned {type(value).__name__}: {exc}") from exc
 
 
+def _ordinal(name: str, position: int) -> int:
+    suffix = name.rpartition("__")[2]
+    return int(suffix) if "__" in name and suffix.isdigit() else position
+
+
+def _from_call(call: Call, model: ModelSpec) -> dict[str, Any]:
+    """A ``Call``'s leaves under the predictor's input names: forward-based by name, ordinals by position."""
+    leaves = flatten_call(call)
+    positions = {name: index for index, (name, _) in enumerate(leaves)}
+    named: dict[str, Any] = {}
+    used: set[int] = set()
+    for position, spec in enumerate(model.inputs):
+        if is_forward_name(spec.name):
+            index = positions.get(spec.name)
+        else:
+            ordinal = _ordinal(spec.name, position)
+            index = ordinal if ordinal < len(leaves) else None
+        if index is not None:
+            named[spec.name] = leaves[index][1]
+            used.add(index)
+    _check_call(model, leaves, named, used)
+    return named
+
+
+def _check_call(model: ModelSpec, leaves: list[tuple[str, Any]], named: dict[str, Any], used: set[int]) -> None:
+    problems = [f"{spec.name} missing" for spec in model.inputs if spec.name not in named]
+    problems += [f"{name} is not an input of the model" for i, (name, _) in enumerate(leaves) if i not in used]
+    if problems:
+        takes = ", ".join(spec.name for spec in model.inputs)
+        raise RequestError(
+            f"preprocess returned a Call that does not fit predictor model '{model.name}': "
+            f"{'; '.join(problems)} (it takes {takes})"
+        )
+
+
 def _by_name(result: Any, model: ModelSpec) -> dict[str, Any]:
+    if isinstance(result, Call):
+        return _from_call(result, model)
     if isinstance(result, Mapping):
         named = {model.input(key).name: value for key, value in result.items()}
         missing = [spec.name for spec in model.inputs if spec.name not in named]
@@ -104,7 +167,7 @@ def join_batches(parts: Sequence[Mapping[str, Array]]) -> dict[str, Array]:
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
-def shape_outputs(outputs: Mapping[str, Array], model: ModelSpec, batch: int) -> dict[str, Array]:
+def shape_outputs(outputs: Mapping[str, Array], model: ModelSpec, batch: int) -> Outputs:
     """Give every output its ``[batch, *dims]`` shape (predictors may return them flat)."""
     shaped = {}
     for name, array in outputs.items():
@@ -117,4 +180,4 @@ def shape_outputs(outputs: Mapping[str, Array], model: ModelSpec, batch: int) ->
                 )
             array = array.reshape(batch, *dims)
         shaped[name] = array
-    return shaped
+    return Outputs(shaped, model.name)

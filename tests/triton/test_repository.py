@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from kxform.errors import TritonServerError
-from kxform.triton.repository import TORCHSCRIPT_FILE_PARAMETER, derive_repository, read_model_config
+from kxform.triton.formats import MODEL_FILE_PARAMETER
+from kxform.triton.repository import derive_repository, read_model_config
 
 TORCHSCRIPT_CONFIG = """
 name: "cifar"
@@ -55,7 +56,7 @@ def test_derive_repository_adapts_torchscript_and_keeps_what_users_set(source: P
     groups = [(g.count, type(g).Kind.Name(g.kind), list(g.gpus)) for g in config.instance_group]
     assert groups == [(3, "KIND_CPU", [])]  # no GPU here: KIND_GPU runs on the CPU
     assert config.parameters["INFERENCE_MODE"].string_value == "false"
-    assert config.parameters[TORCHSCRIPT_FILE_PARAMETER].string_value == "weights.pt"
+    assert config.parameters[MODEL_FILE_PARAMETER].string_value == "weights.pt"
     assert [o.label_filename for o in config.output] == ["labels.txt"]
     assert (target / "cifar" / "labels.txt").read_bytes() == b"a"
     for version, content in (("1", b"pt"), ("2", b"pt2")):
