@@ -11,10 +11,12 @@ import kxform
 from kxform import KxformError, TensorSpec
 
 PUBLIC = [
+    "Call",
     "Context",
     "DecodeError",
     "KxformError",
     "ModelSpec",
+    "Outputs",
     "RequestError",
     "TensorSpec",
     "Transformer",

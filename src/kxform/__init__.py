@@ -6,15 +6,19 @@ entry-point group; ``kxform serve --transformer NAME`` finds it.
 
 from __future__ import annotations
 
+from kxform.call import Call
 from kxform.errors import DecodeError, KxformError, RequestError
 from kxform.spec import ModelSpec, TensorSpec
+from kxform.tensors import Outputs
 from kxform.transformer import Context, Transformer
 
 __all__ = [
+    "Call",
     "Context",
     "DecodeError",
     "KxformError",
     "ModelSpec",
+    "Outputs",
     "RequestError",
     "TensorSpec",
     "Transformer",

@@ -10,9 +10,9 @@ from kxform.errors import KxformError
 
 if TYPE_CHECKING:
     import numpy as np
-    import numpy.typing as npt
 
     from kxform.spec import ModelSpec, TensorSpec
+    from kxform.tensors import Outputs
 
 __all__ = ["Context", "Transformer"]
 
@@ -45,13 +45,17 @@ class Transformer:
 
     ``preprocess(instances, ctx)`` receives the request's instances (V1 ``instances`` items, raw
     body bytes, or the elements of the V2 input) and returns one array (the predictor's single
-    input) or ``{input name or ordinal: array}``; the leading axis is the batch. ``postprocess``
-    receives ``{output name: array}`` already shaped ``[batch, *dims]`` and returns one result per
-    instance (a list) or a dict. Either hook may be ``async`` (it then runs on the event loop and
-    must not block it). A sync ``preprocess`` runs inline for small requests and on kxform's worker
-    pool for large ones (a large body, or a large image or text met by a kxform codec, in which case
-    it is called again on a worker thread): it must be thread-safe and free of side effects beyond
-    ``ctx.state``. Sync ``postprocess`` runs inline unless ``offload_hooks`` is set.
+    input), ``{input name or ordinal: array}``, or a ``kxform.Call(args=..., kwargs=...)``: what the
+    model's ``forward`` takes, dicts and tuples included, named as the predictor's config names them
+    (``ARGS[2][keyA]``, or ``INPUT__2`` by ordinal); the leading axis is the batch. ``postprocess``
+    receives ``{output name: array}`` already shaped ``[batch, *dims]`` (a ``kxform.Outputs``:
+    with forward-based output names, ``outputs.result`` is the same arrays in the structure the model
+    returned, e.g. ``outputs.result["BBB"][0]``) and returns one result per instance (a list) or a
+    dict. Either hook may be ``async`` (it then runs on the event loop and must not block it). A sync
+    ``preprocess`` runs inline for small requests and on kxform's worker pool for large ones (a large
+    body, or a large image or text met by a kxform codec, in which case it is called again on a worker
+    thread): it must be thread-safe and free of side effects beyond ``ctx.state``. Sync ``postprocess``
+    runs inline unless ``offload_hooks`` is set.
     """
 
     #: Triton model to call; None means the plugin's own (entry-point) name.
@@ -77,7 +81,7 @@ class Transformer:
     def preprocess(self, instances: list[Any], ctx: Context) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must implement preprocess(instances, ctx)")
 
-    def postprocess(self, outputs: dict[str, npt.NDArray[Any]], ctx: Context) -> Any:
+    def postprocess(self, outputs: Outputs, ctx: Context) -> Any:
         """Default: per-instance rows (one output) or per-instance dicts (several) for V1; tensors for V2."""
         if ctx.protocol == "v2":
             return outputs

@@ -214,7 +214,10 @@ def load_torchscript(path: str, config: Mapping[str, Any], parameters: Mapping[s
 
     options = torch_parameters(parameters, "torchscript")
     _apply_torch_options(options)
-    module = torch.jit.load(path, map_location="cpu")  # type: ignore[no-untyped-call]
+    try:
+        module = torch.jit.load(path, map_location="cpu")  # type: ignore[no-untyped-call]
+    except Exception as exc:
+        raise LoadError(f"{path} is not a loadable TorchScript archive ({type(exc).__name__}: {exc})") from None
     module.eval()
     arguments = [a.name for a in module.forward.schema.arguments][1:]  # [0] is self
     inputs, outputs = ordered(config["input"], arguments), ordered(config["output"], [])

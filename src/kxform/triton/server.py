@@ -29,6 +29,16 @@ __all__ = ["TritonPorts", "TritonServer"]
 # Triton logs a load failure as: ... "failed to load 'cifar10' version 1: Internal: <reason>"
 _LOAD_FAILURE = re.compile(r"failed to load '(?P<model>[^']+)' version \d+: (?P<reason>.*?)\"?$")
 _STOP_GRACE_SECONDS = 15.0
+# The Python backend reports an exception of model.py's initialize as "Internal: <Class>: <message>\n\nAt:\n<traceback>"
+# (the newlines escaped in the log line); the adapter's own TritonModelException message is the whole reason.
+_ADAPTER_PREFIX = "Internal: TritonModelException: "
+_TRACEBACK = "\\n\\nAt:\\n"
+
+
+def load_failure_reason(logged: str) -> str:
+    """The reason of a load failure as Triton logged it, without the stub's traceback and wrapping."""
+    reason = logged.split(_TRACEBACK, 1)[0]
+    return reason.removeprefix(_ADAPTER_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +154,7 @@ class TritonServer:
             self._tail.append(line)
             match = _LOAD_FAILURE.search(line.rstrip())
             if match:
-                self._load_failures[match["model"]] = match["reason"]
+                self._load_failures[match["model"]] = load_failure_reason(match["reason"])
             with contextlib.suppress(ValueError, OSError):  # the stream may be closed at shutdown
                 self._log.write(self._log_prefix + line)
                 self._log.flush()
