@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+import kxform
 from kxform.errors import TritonServerError
-from kxform.triton.formats import MODEL_FILE_PARAMETER
-from kxform.triton.repository import derive_repository, read_model_config
+from kxform.triton.formats import KXFORM_PATH_PARAMETER, MODEL_FILE_PARAMETER, MODEL_FORMAT_PARAMETER
+from kxform.triton.repository import ADAPTER_SOURCE, derive_repository, read_model_config
 
 TORCHSCRIPT_CONFIG = """
 name: "cifar"
@@ -99,3 +100,52 @@ def test_derive_repository_rejects_unusable_source(tmp_path: Path, make: object,
     (tmp_path / "out").mkdir()
     with pytest.raises(TritonServerError, match=message):
         derive_repository(source, tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    ("header", "files", "model_format", "filename"),
+    [
+        pytest.param(
+            'backend: "pytorch"\nplatform: "torch_aoti"', {"1/model.pt2": b"pt2"}, "aoti", "model.pt2", id="pt2"
+        ),
+        pytest.param(
+            'platform: "torch_aoti"\ndefault_model_filename: "classifier.pt2"',
+            {"1/classifier.pt2": b"pt2"},
+            "aoti",
+            "classifier.pt2",
+            id="pt2-named",
+        ),
+        pytest.param('platform: "onnxruntime_onnx"', {"1/model.onnx": b"onnx"}, "onnx", "model.onnx", id="onnx"),
+        pytest.param('backend: "onnxruntime"', {"1/model.onnx": b"onnx"}, "onnx", "model.onnx", id="onnx-backend"),
+        pytest.param(
+            'platform: "pytorch_libtorch"', {"1/model.pt": b"pt"}, "torchscript", "model.pt", id="torchscript"
+        ),
+    ],
+)
+def test_each_pytorch_format_is_adapted_with_its_file_and_format(
+    tmp_path: Path, header: str, files: dict[str, bytes], model_format: str, filename: str
+) -> None:
+    config = (
+        f'name: "m"\n{header}\nmax_batch_size: 1\ninput [ {{ name: "INPUT__0" data_type: TYPE_FP32 dims: [4] }} ]\n'
+    )
+    write_model(tmp_path / "src", "m", config, files)
+    (tmp_path / "out").mkdir()
+
+    [model] = derive_repository(tmp_path / "src", tmp_path / "out")
+
+    derived = read_model_config(tmp_path / "out" / "m" / "config.pbtxt")
+    assert (model.adapted, model.model_format) == (True, model_format)
+    assert (derived.backend, derived.platform, derived.default_model_filename) == ("python", "", "")
+    assert derived.parameters[MODEL_FILE_PARAMETER].string_value == filename
+    assert derived.parameters[MODEL_FORMAT_PARAMETER].string_value == model_format
+    assert (tmp_path / "out" / "m" / "1" / filename).read_bytes() == next(iter(files.values()))
+
+
+def test_the_adapter_imports_the_kxform_that_derived_it(source: Path, tmp_path: Path) -> None:
+    # Triton's stub embeds Python without PYTHONPATH: the derived config says where this kxform lives.
+    (tmp_path / "derived").mkdir()
+    derive_repository(source, tmp_path / "derived")
+
+    path = read_model_config(tmp_path / "derived" / "cifar" / "config.pbtxt").parameters[KXFORM_PATH_PARAMETER]
+    assert Path(path.string_value) == Path(kxform.__file__).resolve().parent.parent
+    assert f'"{KXFORM_PATH_PARAMETER}"' in ADAPTER_SOURCE.read_text()
