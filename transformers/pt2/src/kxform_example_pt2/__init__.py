@@ -40,12 +40,11 @@ class Pt2Example(kxform.Transformer):
     inputs = (kxform.TensorSpec("instance", "BYTES", ()),)
 
     def example_request(self) -> dict[str, Any]:
-        row = [round(0.1 * i, 1) for i in range(16)]
-        return {
-            "instances": [
-                {"hdata": row, "vdata": row, "options": {"keyA": row, "key2": row}, "kwarg1": row, "kw_arg2": row}
-            ]
-        }
+        """One document (``example.json`` beside this package's README is the same)."""
+        up = [round(0.1 * i, 1) for i in range(16)]
+        down = [round(-0.05 * i, 2) for i in range(16)]
+        document = {"hdata": up, "vdata": down, "options": {"keyA": up, "key2": down}, "kwarg1": up, "kw_arg2": down}
+        return {"instances": [document]}
 
     def preprocess(self, instances: list[Any], ctx: kxform.Context) -> kxform.Call:
         documents = [_document(instance, index) for index, instance in enumerate(instances)]
