@@ -21,7 +21,9 @@ DEPLOY = REPO / "deploy"
 # KServe's own CRD, kept in the repository (tests/deploy/kserve/README.md says where it comes from).
 CRD_PATH = Path(__file__).resolve().parent / "kserve" / "serving.kserve.io_inferenceservices.yaml"
 # What a user applies: `kubectl apply -k` on each of these.
-OVERLAYS = ("http", "grpc", "grpc-standard", "collocated", "standard-hpa", "scale")
+OVERLAYS = ("http", "grpc", "grpc-standard", "collocated", "standard-hpa", "scale", "torch-aoti")
+# Variants there for another model than deploy/base's: the plugin (and model name) each serves instead.
+OWN_PLUGIN = {"torch-aoti": "pt2"}
 KUBERNETES_VERSION = "1.33.0"
 # KServe's webhook: IsvcNameFmt in pkg/apis/serving/v1beta1/inference_service_validation.go.
 ISVC_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")

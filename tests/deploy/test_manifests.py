@@ -13,6 +13,7 @@ import yaml
 from tests.deploy.manifests import (
     DEPLOY,
     OVERLAYS,
+    OWN_PLUGIN,
     REPO,
     Manifest,
     core_errors,
@@ -179,12 +180,22 @@ def test_settings_reach_every_variant(isvc: Manifest) -> None:
     assert isvc["metadata"]["namespace"] == settings["namespace"]
     containers = list(kxform_containers(isvc))
     assert len(containers) == 1
+    overlay = isvc["metadata"]["name"].removeprefix("kxform-")
+    expected = (OWN_PLUGIN[overlay],) * 2 if overlay in OWN_PLUGIN else (settings["plugin"], settings["model"])
     for _, container in containers:
         assert container["image"] == settings["image"]
-        assert (_arg(container, "--transformer"), _arg(container, "--model_name")) == (
-            settings["plugin"],
-            settings["model"],
-        )
+        assert (_arg(container, "--transformer"), _arg(container, "--model_name")) == expected
+
+
+@pytest.mark.parametrize("overlay", sorted(OWN_PLUGIN))
+def test_a_variants_own_plugin_calls_a_pt2_of_the_repository(overlay: str) -> None:
+    from kxform.plugins import load_plugin
+
+    triton_model = load_plugin(OWN_PLUGIN[overlay]).predictor_model
+    config = REPO / "models" / triton_model / "config.pbtxt"
+    assert config.is_file(), f"{config} is missing: run `make models`"
+    assert 'platform: "torch_aoti"' in config.read_text()
+    assert (config.parent / "1" / "model.pt2").is_file()
 
 
 def test_configured_plugin_calls_a_model_of_the_repository() -> None:

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from tests.deploy.manifests import OVERLAYS, Manifest, kxform_containers, render_overlay
+from tests.deploy.manifests import OVERLAYS, OWN_PLUGIN, Manifest, kxform_containers, render_overlay
 
 
 def controller_argv(isvc: Manifest, role: str, container: Manifest) -> list[str]:
@@ -60,6 +60,7 @@ EXPECTED = {
     "collocated": ("grpc-v2", "localhost:9000", 8090, 8091),
     "standard-hpa": ("v2", "kxform-standard-hpa-predictor.kxform", 8080, 8081),
     "scale": ("grpc-v2", "dns:///kxform-scale-predictor-grpc.kxform.svc.cluster.local:9000", 8080, 8081),
+    "torch-aoti": ("v2", "kxform-torch-aoti-predictor.kxform", 8080, 8081),
 }
 
 
@@ -76,8 +77,9 @@ def test_manifest_args_parse_with_kxform_serve(overlay: str, monkeypatch: pytest
     assert "command" not in container
     parsed = parse_serve(controller_argv(isvc, role, container), _env(container), monkeypatch)
     assert parsed.command == "serve"
-    assert parsed.transformer == ["cifar10"]
-    assert parsed.model_name == "cifar10"
+    plugin = OWN_PLUGIN.get(overlay, "cifar10")
+    assert parsed.transformer == [plugin]
+    assert parsed.model_name == plugin
     got = (parsed.predictor_protocol, parsed.predictor_host, parsed.http_port, parsed.grpc_port)
     assert got == EXPECTED[overlay]
 
