@@ -155,6 +155,24 @@ def test_a_pt2_runs_by_either_naming_as_in_process(pt2: str, outputs: list[str])
             id="twice",
         ),
         pytest.param(
+            {
+                **aoti_config(SEED_INPUTS, ["RESULT[AAA]"]),
+                "input": [*entries(*SEED_INPUTS[:5]), *entries("KWARGS[kw_arg2]", dims=[8])],
+            },
+            "input 'KWARGS[kw_arg2]' (TYPE_FP32, dims [8] after the batch dimension) is not what the model was "
+            "compiled for: unmatched dim value at 1, expected: 16, but got: 8",
+            id="dims",
+        ),
+        pytest.param(
+            {
+                **aoti_config(SEED_INPUTS, ["RESULT[AAA]"]),
+                "input": [{"name": "ARGS[0]", "data_type": "TYPE_FP64", "dims": [16]}, *entries(*SEED_INPUTS[1:])],
+            },
+            "input 'ARGS[0]' (TYPE_FP64, dims [16] after the batch dimension) is not what the model was compiled for: "
+            "unmatched dtype",
+            id="dtype",
+        ),
+        pytest.param(
             aoti_config(SEED_INPUTS, ["RESULT[AAA]"], max_batch_size=8),
             "max_batch_size is 8; Triton's PyTorch backend does not batch .pt2 models yet",
             id="batch",

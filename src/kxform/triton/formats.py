@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ __all__ = [
     "LoadError",
     "Runner",
     "TorchOptions",
+    "describe_pt2",
     "load_runner",
     "ordered",
     "torch_parameters",
@@ -273,6 +275,24 @@ def _resolve(entries: list[Spec], names: list[str], kind: str, ordinal: re.Patte
     return indices
 
 
+def _call_spec(package: Any) -> tuple[Any, Any]:
+    """The (inputs, outputs) pytree specs an AOT Inductor package records for its ``forward``."""
+    from torch.utils import _pytree as pytree
+
+    in_text, out_text = package.loader.get_call_spec()
+    return pytree.treespec_loads(in_text), pytree.treespec_loads(out_text)
+
+
+def describe_pt2(path: str) -> str:
+    """The tensor names Triton gives a ``.pt2``'s inputs and outputs, both ways, for writing its config."""
+    import torch._inductor
+
+    in_spec, out_spec = _call_spec(torch._inductor.aoti_load_package(path))
+    lines = [f"input  INPUT__{i}: {name}" for i, name in enumerate(_leaf_names(in_spec, ("ARGS", "KWARGS")))]
+    lines += [f"output OUTPUT__{i}: {name}" for i, name in enumerate(_leaf_names(out_spec, None))]
+    return "\n".join(lines)
+
+
 def load_aoti(path: str, config: Mapping[str, Any], parameters: Mapping[str, str]) -> Runner:
     import torch
     import torch._inductor
@@ -286,12 +306,14 @@ def load_aoti(path: str, config: Mapping[str, Any], parameters: Mapping[str, str
         )
     options = torch_parameters(parameters, "aoti")
     _apply_torch_options(options)
+    # The package's own checks of each input's dtype and sizes (off unless asked; read at its first run):
+    # without them a tensor of another dtype or shape than it was compiled for is read as if it were one.
+    os.environ.setdefault("AOTI_RUNTIME_CHECK_INPUTS", "1")
     try:
         package = torch._inductor.aoti_load_package(path)
     except Exception as exc:
         raise LoadError(f"{path} is not a loadable AOT Inductor package ({type(exc).__name__}: {exc})") from None
-    in_text, out_text = package.loader.get_call_spec()
-    in_spec, out_spec = pytree.treespec_loads(in_text), pytree.treespec_loads(out_text)
+    in_spec, out_spec = _call_spec(package)
     in_names, out_names = _leaf_names(in_spec, ("ARGS", "KWARGS")), _leaf_names(out_spec, None)
     inputs, outputs = list(config["input"]), list(config["output"])
     in_leaves = _resolve(inputs, in_names, "input", _INPUT_ORDINAL)
@@ -310,7 +332,47 @@ def load_aoti(path: str, config: Mapping[str, Any], parameters: Mapping[str, str
         values = pytree.tree_leaves(result)
         return [values[index] for index in out_leaves]
 
+    _probe(run, inputs, in_leaves, config.get("max_batch_size", 0) > 0)
     return Runner(inputs, outputs, batches=False, run=run)
+
+
+_NUMPY_TYPES = {
+    "TYPE_BOOL": np.bool_,
+    "TYPE_UINT8": np.uint8,
+    "TYPE_INT8": np.int8,
+    "TYPE_INT16": np.int16,
+    "TYPE_INT32": np.int32,
+    "TYPE_INT64": np.int64,
+    "TYPE_FP16": np.float16,
+    "TYPE_FP32": np.float32,
+    "TYPE_FP64": np.float64,
+}
+_UNMATCHED = re.compile(r"input_handles\[(\d+)\]: (unmatched [^\n]*)")
+
+
+def _probe(run: Callable[[list[Array]], list[Any]], inputs: list[Spec], leaves: list[int], batched: bool) -> None:
+    """Run the package once on zeros shaped and typed as the config says: a config that does not match what
+    the package was compiled for fails the load, naming the input, instead of every request."""
+    arrays = []
+    for entry in inputs:
+        if entry["data_type"] not in _NUMPY_TYPES:
+            raise LoadError(f"input '{entry['name']}' is {entry['data_type']}; a .pt2 takes numeric tensors only")
+        dims = [int(d) if int(d) > 0 else 1 for d in entry.get("dims", [])]
+        arrays.append(np.zeros([1, *dims] if batched else dims, _NUMPY_TYPES[entry["data_type"]]))
+    try:
+        run(arrays)
+    except Exception as exc:
+        match = _UNMATCHED.search(str(exc))
+        if match is None:
+            raise LoadError(
+                f"the model fails on zeros shaped as the config says ({type(exc).__name__}: {exc})"
+            ) from None
+        entry = inputs[leaves.index(int(match[1]))]
+        raise LoadError(
+            f"input '{entry['name']}' ({entry['data_type']}, dims {list(entry.get('dims', []))}"
+            f"{' after the batch dimension' if batched else ''}) is not what the model was compiled for: "
+            f"{match[2].strip()}; use the dtype and shape of the example inputs it was exported with"
+        ) from None
 
 
 # --- ONNX ------------------------------------------------------------------------------------------
