@@ -149,3 +149,11 @@ def test_the_adapter_imports_the_kxform_that_derived_it(source: Path, tmp_path: 
     path = read_model_config(tmp_path / "derived" / "cifar" / "config.pbtxt").parameters[KXFORM_PATH_PARAMETER]
     assert Path(path.string_value) == Path(kxform.__file__).resolve().parent.parent
     assert f'"{KXFORM_PATH_PARAMETER}"' in ADAPTER_SOURCE.read_text()
+
+
+def test_the_seeds_default_model_name_is_pointed_to_the_real_field(tmp_path: Path) -> None:
+    # Triton's PyTorch backend README writes `default_model_name`; model_config.proto's field is another.
+    write_model(tmp_path / "src", "m", 'name: "m"\nplatform: "torch_aoti"\ndefault_model_name: "a.pt2"\n', {})
+    (tmp_path / "out").mkdir()
+    with pytest.raises(TritonServerError, match=r"\(the field is default_model_filename\)"):
+        derive_repository(tmp_path / "src", tmp_path / "out")

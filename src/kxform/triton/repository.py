@@ -67,7 +67,8 @@ def read_model_config(path: Path) -> Message:
     try:
         text_format.Parse(path.read_text(encoding="utf-8"), config)
     except text_format.ParseError as exc:
-        raise TritonServerError(f"{path} is not a valid Triton model config: {exc}") from exc
+        hint = " (the field is default_model_filename)" if "default_model_name" in str(exc) else ""
+        raise TritonServerError(f"{path} is not a valid Triton model config: {exc}{hint}") from exc
     return config
 
 
