@@ -183,5 +183,6 @@ def test_a_calls_names_are_unique_and_ordinals_follow_args_then_kwargs(args: Any
 
     names = [name for name, _ in leaves]
     assert len(set(names)) == len(names)
-    assert [leaf for _, leaf in leaves] == [leaf for _, leaf in flatten((args,), "ARGS") + flatten({"k": kwargs}, "KWARGS")]
+    separately = flatten((args,), "ARGS") + flatten({"k": kwargs}, "KWARGS")
+    assert [leaf for _, leaf in leaves] == [leaf for _, leaf in separately]
     assert all(n.startswith("ARGS[0]") for n in names[: len(flatten(args, "x"))])
