@@ -201,12 +201,13 @@ class _RequestContext(TorchServeContext):  # type: ignore[misc]  # TorchServe sh
     def _current(self) -> _Request:
         return self._request.get() or _Request([], {})
 
+    # TorchServe's Context reads and writes ``_request_processor`` itself (get_request_header, ...).
     @property
-    def request_processor(self) -> list[RequestProcessor]:
+    def _request_processor(self) -> list[RequestProcessor]:
         return self._current().processors
 
-    @request_processor.setter
-    def request_processor(self, processors: list[RequestProcessor] | None) -> None:
+    @_request_processor.setter
+    def _request_processor(self, processors: list[RequestProcessor] | None) -> None:
         self._request.set(_Request(processors or [], self._current().request_ids))
 
     @property
