@@ -239,6 +239,15 @@ def test_archive_that_is_not_a_mar_is_refused_naming_it(tmp_path: Path) -> None:
         archive_reference(str(tmp_path / "missing.mar"))
 
 
+def test_serve_flag_with_a_missing_archive_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kxform.cli import main
+
+    status = main(["serve", "--torchserve_mar", str(tmp_path / "missing.mar")])
+
+    assert status == 2
+    assert f"TorchServe archive {tmp_path / 'missing.mar'} does not exist" in capsys.readouterr().err
+
+
 # --- a .mar built by torch-model-archiver --------------------------------------------------------------------
 
 
@@ -265,6 +274,20 @@ def test_mar_manifest_names_the_handler_and_model(mar_file: Path) -> None:
     assert archive_reference(f"{mar_file}=resnet50").endswith(f"{ARCHIVE_NAME}:resnet50:{mar_file}")
 
 
+def test_serve_flag_serves_the_archive_under_its_manifest_name(mar_file: Path) -> None:
+    import argparse
+
+    from kxform.settings import add_serve_arguments, serve_settings
+
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    settings = serve_settings(
+        parser.parse_args(["--transformer", "cifar10", "--torchserve-mar", f"{mar_file}=resnet50"])
+    )
+
+    assert settings.model_names() == ["cifar10", ARCHIVE_NAME]
+
+
 def test_mar_loads_as_a_plugin_of_its_handler(mar_file: Path) -> None:
     plugin = load_plugin(archive_reference(f"{mar_file}=resnet50"))
     ctx = Context(RESNET, "v1", "r1")
@@ -274,6 +297,29 @@ def test_mar_loads_as_a_plugin_of_its_handler(mar_file: Path) -> None:
     assert plugin.info.describe().startswith(f"handler '{ARCHIVE_NAME} = custom_handler.py' of TorchServe archive")
     assert plugin.predictor_model == "resnet50"
     assert inputs.shape == (1, 3, 224, 224)
+
+
+def test_mar_of_a_torchserve_default_handler_serves_it_by_name(tmp_path: Path) -> None:
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"a model file the archive carries; under kxform it stays in the archive")
+    config = ModelArchiverConfig(
+        model_name="classifier",
+        handler="image_classifier",
+        version="2",
+        serialized_file=str(model),
+        extra_files=str(INDEX_TO_NAME),
+        export_path=str(tmp_path),
+    )
+    generate_model_archive(config)
+
+    plugin = load_plugin(archive_reference(str(tmp_path / "classifier.mar")))
+    ctx = Context(RESNET, "v1", "r1")
+    inputs = plugin.transformer.preprocess([{"data": _b64(IMAGES["noise-jpeg"])}], ctx)
+    predictions = plugin.transformer.postprocess({"OUTPUT__0": np.eye(1, 1000, 7, dtype=np.float32) * 50}, ctx)
+
+    assert plugin.predictor_model == "classifier"
+    assert inputs.shape == (1, 3, 224, 224)  # ImageClassifier's own transforms
+    assert next(iter(predictions[0])) == "cock"  # index_to_name.json's class 7, from the archive's extra files
 
 
 # --- integration: kxform serve in front of the real Triton ---------------------------------------------------

@@ -102,12 +102,17 @@ class MarArchive:
         return str(self.model.get("modelVersion", ""))
 
     def unpack(self) -> Path:
-        """The archive's files in a new directory (TorchServe's ``model_dir``), removed when this process exits."""
+        """The archive's files in a new directory (TorchServe's ``model_dir``), removed when this process exits.
+
+        The serialized model is left in the archive: it lives on Triton, and the handler never opens it here.
+        """
         directory = Path(tempfile.mkdtemp(prefix=f"kxform-mar-{self.model_name}-"))
         atexit.register(shutil.rmtree, directory, ignore_errors=True)  # lives as long as the handler serves
+        model_file = self.model.get("serializedFile")
         with zipfile.ZipFile(self.path) as archive:
             for member in archive.infolist():
-                _extract(archive, member, directory)
+                if member.filename != model_file:
+                    _extract(archive, member, directory)
         return directory
 
 
