@@ -171,6 +171,13 @@ def test_bad_instance_is_a_request_error_naming_it(instance: dict[str, Any], fie
         Resnet().preprocess([{"data": _b64(IMAGES["cifar10-png"])}, instance], ctx)
 
 
+def test_truncated_image_is_a_request_error_naming_it() -> None:
+    truncated = IMAGES["noise-jpeg"][:2000]
+
+    with pytest.raises(DecodeError, match=r"the request body is a truncated or corrupt image"):
+        Resnet().preprocess([truncated], Context(RESNET))
+
+
 def test_instance_without_data_is_a_request_error_saying_what_to_send() -> None:
     with pytest.raises(RequestError, match=r"instances\[0\] has keys \['image_bytes'\].*send \{\"data\""):
         Resnet().preprocess([{"image_bytes": {"b64": _b64(IMAGES["cifar10-png"])}}], Context(RESNET))
@@ -197,6 +204,12 @@ class _OwnHandle(_Rows):
         return super().handle(data, context)
 
 
+class _ReadsItsOwnFile(_Rows):
+    def preprocess(self, data: list[dict[str, Any]]) -> torch.Tensor:
+        with open("/nonexistent/vocabulary.txt"):  # the handler's own bug, not the request's
+            return super().preprocess(data)
+
+
 def _plugin(handler: type[Any]) -> Handler:
     plugin_class = type("Plugin", (Handler,), {"handler": handler, "predictor_model": "sums", "__module__": __name__})
     instance: Handler = plugin_class()
@@ -214,6 +227,11 @@ def test_handler_sees_request_headers_and_model_outputs() -> None:
     result = plugin.postprocess({"y": inputs * 2}, ctx)  # "Triton" doubles: the handler sums and scales
 
     assert result == [60.0, 140.0]
+
+
+def test_handler_own_io_error_stays_the_handler_fault() -> None:
+    with pytest.raises(FileNotFoundError):  # kxform's TransformerModel makes it a 500 naming the plugin
+        _plugin(_ReadsItsOwnFile).preprocess([{"data": [1, 2]}], Context(SUMS))
 
 
 def test_handler_using_the_model_object_is_a_plugin_error_naming_it() -> None:

@@ -82,8 +82,12 @@ __all__ = ["Handler", "ModelOnTritonError", "TritonModel", "load_archive", "requ
 
 logger = logging.getLogger(__name__)
 _STATE = "kxform.torchserve"  # ctx.state key: what preprocess leaves for postprocess
-_IMAGE_FAULTS = (UnidentifiedImageError, Image.DecompressionBombError, binascii.Error, OSError, EOFError)
-_INPUT_FAULTS = (ValueError, TypeError, KeyError, IndexError, AttributeError)
+# What a handler's preprocess raises for bad input: kxform's input faults (as for any plugin: binascii.Error is
+# a ValueError), Pillow's errors for what is not an image; OSError and EOFError are also Pillow's for a
+# truncated file, but a handler's own I/O raises them too: they count only when a row is found at fault.
+_INPUT_FAULTS = (ValueError, TypeError, KeyError, IndexError, Image.DecompressionBombError)
+_IMAGE_FAULTS = (UnidentifiedImageError,)
+_READ_FAULTS = (OSError, EOFError)
 _SEND = 'send {"data": "<base64 of the PNG/JPEG>"} per instance, the image as the body, or V2 BYTES elements'
 
 
@@ -277,7 +281,7 @@ def _b64(value: Any, field: str) -> bytes:
 
 def _payload(row: _Row) -> Any:
     data = row.data
-    return data.get("data") or data.get("body") if isinstance(data, Mapping) else None
+    return (data.get("data") or data.get("body")) if isinstance(data, Mapping) else None
 
 
 def _check_image_header(row: _Row, base64_text: bool) -> None:
@@ -385,15 +389,18 @@ class Handler(Transformer):
         return _v2_predictions(results) if ctx.protocol == "v2" else results
 
     def _preprocess_error(self, exc: Exception, rows: list[_Row]) -> Exception:
+        """What the handler's preprocess raised, as kxform's answer: a 4xx naming the row where one is at fault."""
         if isinstance(exc, KxformError):
             return exc
         if isinstance(exc, ModelOnTritonError):
             return PluginBugError(str(exc))
-        if not isinstance(exc, _IMAGE_FAULTS + _INPUT_FAULTS):
+        if not isinstance(exc, _INPUT_FAULTS + _READ_FAULTS):
             return exc  # a bug of the handler's: kxform's 500 naming the plugin, the traceback in the log
-        culprit = _culprit(rows)
+        culprit = _culprit(rows) if self._vision or isinstance(exc, _READ_FAULTS) else None
         if culprit is not None:
             return culprit
+        if isinstance(exc, _READ_FAULTS) and not isinstance(exc, _IMAGE_FAULTS):
+            return exc  # an OSError no row explains is the handler's own (reading a file of its own, ...)
         shapes = "; ".join(f"{row.field} has keys {sorted(row.data)}" for row in rows if _payload(row) is None)
         return RequestError(
             f"TorchServe handler {self._handler_name}.preprocess rejected the instances "
