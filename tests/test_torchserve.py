@@ -171,6 +171,13 @@ def test_bad_instance_is_a_request_error_naming_it(instance: dict[str, Any], fie
         Resnet().preprocess([{"data": _b64(IMAGES["cifar10-png"])}, instance], ctx)
 
 
+def test_v2_element_that_is_not_an_image_is_a_request_error_naming_it() -> None:
+    elements = [IMAGES["cifar10-png"], b"plain text, not an image"]
+
+    with pytest.raises(DecodeError, match=r"V2 input 'data' element 1 is not an image"):
+        Resnet().preprocess(elements, Context(RESNET, "v2"))
+
+
 def test_truncated_image_is_a_request_error_naming_it() -> None:
     truncated = IMAGES["noise-jpeg"][:2000]
 
