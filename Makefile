@@ -79,7 +79,7 @@ checkov-lock:
 lock:
 	rm -rf build/lock && $(PYTHON) -m venv build/lock
 	build/lock/bin/pip install --quiet --upgrade pip
-	build/lock/bin/pip install --quiet '.[dev]'
+	build/lock/bin/pip install --quiet '.[dev,torchserve]'
 	{ echo "# Pinned versions for development, tests and CI (pip install -c). Regenerate: make lock"; \
 	  build/lock/bin/pip freeze --all | grep -v -E '^(-e|kxform|setuptools|wheel)' | sort -f; } > requirements/constraints.txt
 
