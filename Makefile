@@ -17,7 +17,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml requirements/constraints.txt $(wildcard transformers/*/pyproject.toml tests/plugins/*/pyproject.toml)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==$(shell sed -n 's/^pip==//p' requirements/constraints.txt)
-	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e '.[dev]' \
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e '.[dev,torchserve]' \
 		$(foreach p,$(PLUGINS) $(sort $(dir $(wildcard tests/plugins/*/pyproject.toml))),-e $(p))
 	touch $@
 
@@ -79,7 +79,7 @@ checkov-lock:
 lock:
 	rm -rf build/lock && $(PYTHON) -m venv build/lock
 	build/lock/bin/pip install --quiet --upgrade pip
-	build/lock/bin/pip install --quiet '.[dev]'
+	build/lock/bin/pip install --quiet '.[dev,torchserve]'
 	{ echo "# Pinned versions for development, tests and CI (pip install -c). Regenerate: make lock"; \
 	  build/lock/bin/pip freeze --all | grep -v -E '^(-e|kxform|setuptools|wheel)' | sort -f; } > requirements/constraints.txt
 
