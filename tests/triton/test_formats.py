@@ -140,6 +140,17 @@ def test_a_pt2_runs_by_either_naming_as_in_process(pt2: str, outputs: list[str])
             id="output",
         ),
         pytest.param(
+            {"max_batch_size": 1, "input": entries(*SEED_INPUTS)},
+            "the config declares no output; the model's call spec has OUTPUT__0 or RESULT[AAA], OUTPUT__1 or "
+            "RESULT[ZZZ], OUTPUT__2 or RESULT[BBB][0]",
+            id="no-outputs",
+        ),
+        pytest.param(
+            {"max_batch_size": 1, "output": entries("RESULT[AAA]")},
+            "takes input ARGS[0] (INPUT__0), ARGS[1] (INPUT__1)",
+            id="no-inputs",
+        ),
+        pytest.param(
             aoti_config([f"INPUT__{i}" for i in range(7)], ["OUTPUT__0"]),
             "input 'INPUT__6' is not in the model's call spec",
             id="ordinal-out-of-range",

@@ -222,7 +222,7 @@ def load_torchscript(path: str, config: Mapping[str, Any], parameters: Mapping[s
         raise LoadError(f"{path} is not a loadable TorchScript archive ({type(exc).__name__}: {exc})") from None
     module.eval()
     arguments = [a.name for a in module.forward.schema.arguments][1:]  # [0] is self
-    inputs, outputs = ordered(config["input"], arguments), ordered(config["output"], [])
+    inputs, outputs = ordered(config.get("input", []), arguments), ordered(config.get("output", []), [])
 
     def run(arrays: list[Array]) -> list[Any]:
         tensors = [_to_torch(array, spec) for array, spec in zip(arrays, inputs, strict=True)]
@@ -315,7 +315,10 @@ def load_aoti(path: str, config: Mapping[str, Any], parameters: Mapping[str, str
         raise LoadError(f"{path} is not a loadable AOT Inductor package ({type(exc).__name__}: {exc})") from None
     in_spec, out_spec = _call_spec(package)
     in_names, out_names = _leaf_names(in_spec, ("ARGS", "KWARGS")), _leaf_names(out_spec, None)
-    inputs, outputs = list(config["input"]), list(config["output"])
+    inputs, outputs = list(config.get("input", [])), list(config.get("output", []))
+    if not outputs:
+        names = ", ".join(f"OUTPUT__{i} or {name}" for i, name in enumerate(out_names))
+        raise LoadError(f"the config declares no output; the model's call spec has {names}")
     in_leaves = _resolve(inputs, in_names, "input", _INPUT_ORDINAL)
     out_leaves = _resolve(outputs, out_names, "output", _OUTPUT_ORDINAL)
     undeclared = [f"{name} (INPUT__{i})" for i, name in enumerate(in_names) if i not in in_leaves]
@@ -429,7 +432,10 @@ def load_onnx(path: str, config: Mapping[str, Any], parameters: Mapping[str, str
     except Exception as exc:
         raise LoadError(f"{path} is not a loadable ONNX model ({type(exc).__name__}: {exc})") from None
     batched = config.get("max_batch_size", 0) > 0
-    inputs, outputs = list(config["input"]), list(config["output"])
+    inputs, outputs = list(config.get("input", [])), list(config.get("output", []))
+    if not outputs:
+        names = ", ".join(tensor.name for tensor in session.get_outputs())
+        raise LoadError(f"the config declares no output; the model has {names}")
     for entries, declared, kind in (
         (inputs, session.get_inputs(), "input"),
         (outputs, session.get_outputs(), "output"),
