@@ -66,3 +66,31 @@ def test_readme_pytorch2_walkthrough_works_as_printed(tmp_path: Path) -> None:
     assert sorted(outputs) == ["RESULT[logits]", "RESULT[probs]"]
     for key in ("logits", "probs"):
         assert outputs[f"RESULT[{key}]"] == pytest.approx(expected[key].flatten().tolist(), abs=1e-6)
+
+
+def test_readme_pytorch2_plugin_fits_the_readme_config() -> None:
+    # The plugin snippet against the config it is written for, no servers: its Call gets the config's names.
+    import numpy as np
+
+    import kxform
+    from kxform.spec import ModelSpec, TensorSpec
+    from kxform.tensors import assemble_inputs, shape_outputs
+
+    namespace: dict[str, object] = {"np": np, "kxform": kxform}
+    exec(block("class Scorer(kxform.Transformer)"), namespace)
+    plugin = namespace["Scorer"]()  # type: ignore[operator]
+    spec = ModelSpec(
+        "scorer",
+        "1",
+        tuple(TensorSpec(n, "FP32", (d,)) for n, d in (("ARGS[0][x]", 4), ("ARGS[0][mean]", 4), ("KWARGS[scale]", 1))),
+        (TensorSpec("RESULT[logits]", "FP32", (2,)), TensorSpec("RESULT[probs]", "FP32", (2,))),
+        max_batch_size=1,
+    )
+
+    inputs = assemble_inputs(plugin.preprocess([{"x": [1, 2, 3, 4]}, {"x": [0, 0, 0, 0]}], None), spec)
+    probs = np.array([[0.25, 0.75], [0.5, 0.5]], np.float32)
+    outputs = shape_outputs({"RESULT[logits]": np.zeros((2, 2), np.float32), "RESULT[probs]": probs}, spec, 2)
+
+    assert sorted(inputs) == ["ARGS[0][mean]", "ARGS[0][x]", "KWARGS[scale]"]
+    assert inputs["ARGS[0][x]"].tolist() == [[1, 2, 3, 4], [0, 0, 0, 0]]
+    assert plugin.postprocess(outputs, None) == [{"probs": [0.25, 0.75]}, {"probs": [0.5, 0.5]}]
