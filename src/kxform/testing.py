@@ -15,6 +15,8 @@ This module imports no torch, and tritonclient only inside the functions that ta
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import inspect
 import json
 import os
@@ -22,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -54,6 +57,7 @@ __all__ = [
     "predictor_settings",
     "readme_curl_lines",
     "run_readme_curl",
+    "running_triton",
     "start_serve",
     "start_triton",
 ]
@@ -267,14 +271,20 @@ class ServerProcess:
     ports: dict[str, int]
     env: Mapping[str, str] | None = None  # added to this process's environment
     child: Supervised | None = field(default=None, repr=False)
+    host: str = "127.0.0.1"
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['http']}"
+        return f"http://{self.host}:{self.ports['http']}"
+
+    @property
+    def http_address(self) -> str:
+        """``host:port`` of its HTTP endpoint (what ``--predictor_host`` takes)."""
+        return f"{self.host}:{self.ports['http']}"
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.ports['grpc']}"
+        return f"{self.host}:{self.ports['grpc']}"
 
     @property
     def process(self) -> subprocess.Popen[str] | None:
@@ -293,8 +303,11 @@ class ServerProcess:
         self.child.wait_ready(http_ready(self.http_url + path), timeout)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
-        """Send ``sig`` (SIGTERM) and return the exit status; the process group is killed after ``timeout``."""
-        assert self.child is not None, "start() first"
+        """Send ``sig`` (SIGTERM) and return the exit status; the process group is killed after ``timeout``.
+
+        A server this object did not start (``running_triton``) is left alone."""
+        if self.child is None:
+            return 0
         status = self.child.stop(sig, grace=timeout)
         return int(status if status is not None else 0)
 
@@ -310,6 +323,22 @@ def _started(server: ServerProcess, path: str, timeout: float) -> ServerProcess:
     except BaseException:
         server.stop(signal.SIGKILL, timeout=5)
         raise
+    return server
+
+
+def running_triton(http: str, grpc: str, timeout: float = 120.0) -> ServerProcess:
+    """A Triton that runs already (``host:port`` of its HTTP and gRPC endpoints), once it is ready."""
+    host, _, http_port = http.rpartition(":")
+    grpc_host, _, grpc_port = grpc.rpartition(":")
+    if not (host and http_port.isdigit() and grpc_port.isdigit()) or grpc_host != host:
+        raise KxformError(f"Triton at {http!r} / {grpc!r}: give HOST:PORT for both, on the same host")
+    server = ServerProcess([], Path(os.devnull), {"http": int(http_port), "grpc": int(grpc_port)}, host=host)
+    check = http_ready(server.http_url + "/v2/health/ready")
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise KxformError(f"the Triton at {server.http_url} is not ready after {timeout:.0f}s")
+        time.sleep(0.5)
     return server
 
 
@@ -363,8 +392,8 @@ def start_serve(
 
 def predictor_settings(triton: ServerProcess, protocol: str, **overrides: Any) -> PredictorSettings:
     """Settings that reach ``triton`` over ``protocol`` ("v2" for HTTP, "grpc-v2")."""
-    port = triton.ports["grpc" if protocol == "grpc-v2" else "http"]
-    return PredictorSettings(f"127.0.0.1:{port}", protocol, **overrides)  # type: ignore[arg-type]
+    address = triton.grpc_url if protocol == "grpc-v2" else triton.http_address
+    return PredictorSettings(address, protocol, **overrides)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,20 +474,32 @@ class ServeClient:
             client.close()
 
     def grpc(self, inputs: Mapping[str, Any]) -> dict[str, Array]:
-        """A V2 gRPC ``ModelInfer`` through tritonclient: the output arrays."""
-        import tritonclient.grpc as triton_grpc
+        """A V2 gRPC ``ModelInfer`` through kserve's ``InferenceGRPCClient``: the output arrays.
 
-        client = triton_grpc.InferenceServerClient(self.grpc_url)
+        (tritonclient.grpc cannot be loaded beside kserve: their V2 protos collide in protobuf's default pool.)
+        """
+        from kxform import kserve_import
+
+        kserve_import.load()
+        with concurrent.futures.ThreadPoolExecutor(1) as thread:  # its own event loop, even inside an async test
+            return thread.submit(asyncio.run, self._grpc(inputs)).result()
+
+    async def _grpc(self, inputs: Mapping[str, Any]) -> dict[str, Array]:
+        from kserve import InferenceGRPCClient
+        from kserve.protocol.infer_type import InferInput, InferRequest
+
+        tensors = []
+        for name, value in inputs.items():
+            array = _as_array(value)
+            tensor = InferInput(name, list(array.shape), _v2_of(array))
+            tensor.set_data_from_numpy(array, binary_data=True)
+            tensors.append(tensor)
+        client = InferenceGRPCClient(self.grpc_url, timeout=60, retries=0)
         try:
-            tensors = []
-            for name, value in inputs.items():
-                array = _as_array(value)
-                tensor = triton_grpc.InferInput(name, list(array.shape), _v2_of(array))
-                tensor.set_data_from_numpy(array)
-                tensors.append(tensor)
-            return _result_arrays(client.infer(self.name, tensors))
+            response = await client.infer(InferRequest(self.name, tensors))
         finally:
-            client.close()
+            await client.close()
+        return {output.name: np.asarray(output.as_numpy()) for output in response.outputs}
 
 
 def _v2_of(array: Array) -> str:
