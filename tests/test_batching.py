@@ -2,8 +2,8 @@
 
 Fast unit tests on ``kxform.testing.MockPredictor``, which checks each call's inputs against the model's spec as
 Triton does (a call over ``max_batch_size`` fails); ``tests/test_batching_triton.py`` checks the same promises
-through ``kxform serve`` against the real Triton. The in-memory predictor answers ``OUTPUT__0 = row sums`` of ``INPUT__0``, so
-every request can check that it got its own rows back, in order.
+through ``kxform serve`` against the real Triton. The in-memory predictor answers ``OUTPUT__0 = row sums`` of
+``INPUT__0``, so every request can check that it got its own rows back, in order.
 """
 
 from __future__ import annotations
