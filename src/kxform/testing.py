@@ -48,6 +48,7 @@ __all__ = [
     "DEV_URL",
     "MockPredictor",
     "Reply",
+    "ReplyError",
     "ServeClient",
     "ServerProcess",
     "TransformerRunner",
@@ -420,6 +421,15 @@ class Reply:
         return document["predictions"]
 
 
+class ReplyError(Exception):
+    """A V2 REST or gRPC request that ``kxform serve`` answered with an error: its status and message."""
+
+    def __init__(self, status: int | str, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status  # the HTTP status (V2 REST), or the gRPC status code's name ("INVALID_ARGUMENT")
+        self.message = message
+
+
 @dataclass
 class ServeClient:
     """``kxform serve`` for one plugin, running for real, and the three ways a client reaches it."""
@@ -468,7 +478,10 @@ class ServeClient:
                 tensor = triton_http.InferInput(name, list(array.shape), _v2_of(array))
                 tensor.set_data_from_numpy(array, binary_data=binary)
                 tensors.append(tensor)
-            result = client.infer(self.name, tensors)
+            try:
+                result = client.infer(self.name, tensors)
+            except triton_http.InferenceServerException as exc:
+                raise ReplyError(int(exc.status() or 0), str(exc.message())) from exc
             return _result_arrays(result)
         finally:
             client.close()
@@ -485,6 +498,7 @@ class ServeClient:
             return thread.submit(asyncio.run, self._grpc(inputs)).result()
 
     async def _grpc(self, inputs: Mapping[str, Any]) -> dict[str, Array]:
+        import grpc
         from kserve import InferenceGRPCClient
         from kserve.protocol.infer_type import InferInput, InferRequest
 
@@ -497,6 +511,8 @@ class ServeClient:
         client = InferenceGRPCClient(self.grpc_url, timeout=60, retries=0)
         try:
             response = await client.infer(InferRequest(self.name, tensors))
+        except grpc.RpcError as exc:
+            raise ReplyError(exc.code().name, str(exc.details())) from exc
         finally:
             await client.close()
         return {output.name: np.asarray(output.as_numpy()) for output in response.outputs}
