@@ -60,6 +60,7 @@ __all__ = [
     "run_readme_curl",
     "running_triton",
     "start_serve",
+    "start_server",
     "start_triton",
 ]
 
@@ -317,7 +318,8 @@ def kxform_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "kxform", *args]
 
 
-def _started(server: ServerProcess, path: str, timeout: float) -> ServerProcess:
+def start_server(server: ServerProcess, path: str = "/v2/health/ready", timeout: float = 300.0) -> ServerProcess:
+    """Start ``server`` and return it once ``GET path`` answers 200; a server that fails to start is killed."""
     server.start()
     try:
         server.wait_ready(path, timeout)
@@ -365,7 +367,7 @@ def start_triton(
         *extra,
     )
     server = ServerProcess([*wrapper, *triton], log_dir / f"triton-{ports['http']}.log", ports)
-    return _started(server, "/v2/health/ready", 300.0)
+    return start_server(server, "/v2/health/ready", 300.0)
 
 
 def start_serve(
@@ -388,7 +390,7 @@ def start_serve(
         *extra,
     )
     server = ServerProcess(command, log_dir / f"serve-{ports['http']}.log", ports, env=env)
-    return _started(server, "/v2/health/ready" if wait else "/v2/health/live", 120.0)
+    return start_server(server, "/v2/health/ready" if wait else "/v2/health/live", 120.0)
 
 
 def predictor_settings(triton: ServerProcess, protocol: str, **overrides: Any) -> PredictorSettings:
