@@ -158,7 +158,7 @@ def _model_dir(root: Path) -> Path:
 def _probe(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     (tmp_path / "test_probe.py").write_text(REPOSITORY_PROBE)
     command = [sys.executable, "-m", "pytest", "-p", "kxform.pytest_plugin", "-p", "no:cacheprovider", "-s", *args]
-    environment = {k: v for k, v in __import__("os").environ.items() if k != "KXFORM_MODEL_REPOSITORY"}
+    environment = {k: v for k, v in os.environ.items() if k != "KXFORM_MODEL_REPOSITORY"}
     return subprocess.run(
         [*command, "test_probe.py"],
         cwd=tmp_path,
