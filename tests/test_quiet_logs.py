@@ -45,7 +45,10 @@ def test_serving_requests_logs_no_warning(triton: ServerProcess, tmp_path: Path,
             body = json.dumps(
                 {"inputs": [{"name": "INPUT__0", "datatype": "FP32", "shape": [1, 3, 32, 32], "data": [0.0] * 3072}]}
             )
-            assert client.post("/v2/models/test-tensor/infer", body.encode()).status == 200
+            assert (
+                client.post("/v2/models/test-tensor/infer", body.encode(), {"content-type": "application/json"}).status
+                == 200
+            )
     finally:
         serve.stop()
 
