@@ -26,8 +26,8 @@ $(STAMP): pyproject.toml requirements/constraints.txt $(wildcard transformers/*/
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(call STEP,2,"pip $(shell sed -n 's/^pip==//p' requirements/constraints.txt)")
 	$(BIN)/python -m pip install --upgrade pip==$(shell sed -n 's/^pip==//p' requirements/constraints.txt)
-	$(call STEP,3,"kxform with its development tools (torch and the Triton server among them; versions from requirements/constraints.txt) and the example plugins $(notdir $(PLUGINS:/=))")
-	$(BIN)/python -m pip install -c requirements/constraints.txt -e '.[dev]' $(foreach p,$(PLUGINS),-e $(p))
+	$(call STEP,3,"kxform with its development tools and the torchserve extra (torch and the Triton server among them; versions from requirements/constraints.txt) and the example plugins $(notdir $(PLUGINS:/=))")
+	$(BIN)/python -m pip install -c requirements/constraints.txt -e '.[dev,torchserve]' $(foreach p,$(PLUGINS),-e $(p))
 	$(call STEP,4,"remove test-only plugin packages a previous setup installed")
 	$(BIN)/python -m pip uninstall --yes $(TEST_PLUGIN_DISTS) 2>/dev/null | grep -v '^WARNING: Skipping' || true
 	@echo "make setup: done; $(BIN)/kxform plugins lists what is installed"
@@ -92,7 +92,7 @@ checkov-lock:
 lock:
 	rm -rf build/lock && $(PYTHON) -m venv build/lock
 	build/lock/bin/pip install --quiet --upgrade pip
-	build/lock/bin/pip install --quiet '.[dev]'
+	build/lock/bin/pip install --quiet '.[dev,torchserve]'
 	{ echo "# Pinned versions for development, tests and CI (pip install -c). Regenerate: make lock"; \
 	  build/lock/bin/pip freeze --all | grep -v -E '^(-e|kxform|setuptools|wheel)' | sort -f; } > requirements/constraints.txt
 

@@ -106,6 +106,17 @@ def test_two_workers_serve_one_port_and_metrics_count_both(serve: ServerProcess)
     assert served_requests(serve) == before  # each worker's /metrics shows the requests of both
 
 
+def test_the_group_holds_no_named_semaphore(serve: ServerProcess) -> None:
+    # A named semaphore (a multiprocessing Event or Lock) is a /dev/shm file that outlives a supervisor killed
+    # together with its resource tracker; readiness goes through a pipe instead.
+    assert serve.process is not None
+    group = [psutil.Process(serve.process.pid), *wait_for_workers(serve, 2)]
+    mapped = {
+        process.pid: [m.path for m in process.memory_maps() if m.path.startswith("/dev/shm/sem.")] for process in group
+    }
+    assert mapped == {process.pid: [] for process in group}
+
+
 def test_grpc_port_is_served_by_the_workers(serve: ServerProcess) -> None:
     from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
     from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub

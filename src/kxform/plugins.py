@@ -1,6 +1,8 @@
 """Transformer plugins: discovered from the ``kxform.transformers`` entry-point group, validated at load.
 
 Listing reads distribution metadata only; a plugin's module is imported when it is selected.
+A TorchServe archive (``kxform serve --torchserve_mar``) is one more source of a plugin: its reference
+(``kxform.torchserve_archive``) stands where an entry-point name does, and ``kxform.torchserve`` loads it.
 Whether each hook is ``async`` is decided here, once, not per request.
 """
 
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kxform.errors import PluginError
+from kxform.torchserve_archive import ArchiveReference, parse_archive_reference
 from kxform.transformer import Transformer
 
 __all__ = ["ENTRY_POINT_GROUP", "LoadedPlugin", "PluginInfo", "declared_predictor_model", "discover", "load_plugin"]
@@ -33,9 +36,10 @@ class PluginInfo:
     target: str  # "module:attribute"
     distribution: str
     version: str
+    source: str = "entry point"  # or "handler": a TorchServe archive's
 
     def describe(self) -> str:
-        return f"entry point '{self.name} = {self.target}' of {self.distribution} {self.version}"
+        return f"{self.source} '{self.name} = {self.target}' of {self.distribution} {self.version}".rstrip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,10 +185,23 @@ def _as_coroutine(hook: Callable[..., Any], offload: bool) -> Callable[..., Awai
     return inline
 
 
+def _load_archive(reference: ArchiveReference) -> tuple[PluginInfo, object]:
+    try:
+        from kxform.torchserve import load_archive  # torch and TorchServe only when an archive is served
+    except ImportError as exc:
+        raise PluginError(f"TorchServe archive {reference.path}: {exc}") from exc
+    return load_archive(reference)
+
+
 def load_plugin(name: str) -> LoadedPlugin:
-    """Import, validate and instantiate the plugin registered as ``name``."""
-    info = _select(name)
-    transformer = _instantiate(info, _import(info))
+    """Import, validate and instantiate the plugin registered as ``name`` (or the archive it references)."""
+    archive = parse_archive_reference(name)
+    if archive is not None:
+        info, target = _load_archive(archive)
+    else:
+        info = _select(name)
+        target = _import(info)
+    transformer = _instantiate(info, target)
     for hook in _HOOKS:
         if len(inspect.signature(getattr(transformer, hook)).parameters) != 2:
             raise PluginError(f"{info.describe()}: {hook} must take exactly (instances_or_outputs, ctx)")

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from kxform.batching import DEFAULT_MAX_DELAY_US
+from kxform.errors import PluginError
 from kxform.limits import Limits
 from kxform.logs import FORMATS
 from kxform.otel_setup import check_environment
 from kxform.predictor import PredictorSettings
+from kxform.torchserve_archive import archive_reference, parse_archive_reference
 from kxform.tracing import enabled_by_environment
 
 __all__ = ["ServeSettings", "add_serve_arguments", "serve_settings"]
@@ -128,10 +130,16 @@ class ServeSettings:
     server_timing: bool = False  # a Server-Timing header with each stage's duration (kxform dev's playground)
 
     def model_names(self) -> list[str]:
-        """The names clients call: ``--model_name`` for a single transformer, else the plugin names."""
+        """The names clients call: ``--model_name`` for a single transformer, else the plugin names
+        (a TorchServe archive's: its manifest's model name)."""
         if self.model_name and len(self.transformers) == 1:
             return [self.model_name]
-        return list(self.transformers)
+        return [_served_name(reference) for reference in self.transformers]
+
+
+def _served_name(reference: str) -> str:
+    archive = parse_archive_reference(reference)
+    return archive.name if archive is not None else reference
 
 
 def _env(flag: str, default: Any, convert: Callable[[str], Any] = str) -> Any:
@@ -159,6 +167,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="plugin to serve (repeatable; env KXFORM_TRANSFORMER, comma-separated)",
     )
     parser.set_defaults(env_transformers=env_transformers)
+    parser.add_argument(
+        "--torchserve_mar",
+        "--torchserve-mar",
+        action="append",
+        default=[m for m in _env("torchserve_mar", "").split(",") if m],
+        metavar="FILE[=MODEL]",
+        help="serve a TorchServe .mar's handler under its manifest's model name, its inference on Triton model "
+        "MODEL (default: that name); repeatable; needs kxform[torchserve] (env KXFORM_TORCHSERVE_MAR, "
+        "comma-separated)",
+    )
     parser.add_argument(
         "--model_name",
         default=_env("model_name", None),
@@ -307,9 +325,15 @@ def _add_worker_arguments(group: argparse._ArgumentGroup) -> None:
 
 
 def serve_settings(args: argparse.Namespace) -> ServeSettings:
-    transformers = tuple(args.transformer or args.env_transformers)
+    try:  # a TorchServe archive is one more source of a transformer (kxform.plugins loads it)
+        archives = tuple(archive_reference(option) for option in args.torchserve_mar)
+    except PluginError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from exc
+    transformers = tuple(args.transformer or args.env_transformers) + archives
     if not transformers:
-        raise argparse.ArgumentTypeError("name at least one --transformer (see `kxform plugins`)")
+        raise argparse.ArgumentTypeError(
+            "name at least one --transformer (see `kxform plugins`) or --torchserve_mar FILE"
+        )
     if args.otel or enabled_by_environment():
         problem = check_environment()
         if problem is not None:

@@ -31,8 +31,8 @@ import socket
 import tempfile
 import time
 from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
-from multiprocessing.synchronize import Event
 from types import FrameType
 
 from kxform.logs import configure_logging
@@ -46,15 +46,22 @@ _STOP_GRACE_SECONDS = 20.0  # a worker drains for up to 10 s (kxform.server) bef
 _RESTART_PAUSE_SECONDS = 1.0  # before replacing a worker that died young; doubles each time, up to:
 _RESTART_PAUSE_MAX_SECONDS = 30.0
 _YOUNG_SECONDS = 10.0  # a worker that served longer than this was not crash-looping
+_READY = b"ready"
 
 
 @dataclass
 class _Worker:
     index: int
     process: SpawnProcess
-    ready: Event
+    ready: Connection  # the worker writes one message on it once it serves
     started_at: float
     replacement: bool  # False for the first worker of its index: dying before serving then is fatal
+
+    def has_served(self) -> bool:
+        try:
+            return self.ready.poll() and self.ready.recv_bytes() == _READY
+        except (EOFError, OSError):  # it exited before writing
+            return False
 
 
 def serve(settings: ServeSettings) -> int:
@@ -134,13 +141,16 @@ class _Supervisor:
             self.wakeup_writer.send(b"\0")
 
     def _start(self, index: int, *, replacement: bool) -> None:
-        ready = self.context.Event()
+        # A pipe, not a multiprocessing Event: an Event is a named semaphore in /dev/shm, which outlives a
+        # supervisor killed with its resource tracker.
+        ready, ready_writer = self.context.Pipe(duplex=False)
         process = self.context.Process(
             target=_worker_main,
-            args=(self.settings, self.http_socket, ready, index, os.getpid()),
+            args=(self.settings, self.http_socket, ready_writer, index, os.getpid()),
             name=f"kxform-worker-{index}",
         )
         process.start()
+        ready_writer.close()  # the child holds its own copy: its exit closes the pipe
         self.workers[index] = _Worker(index, process, ready, time.monotonic(), replacement)
         logger.info("worker %d started (pid %s)", index, process.pid)
 
@@ -163,7 +173,9 @@ class _Supervisor:
         code = worker.process.exitcode
         _mark_dead(worker.process.pid)
         del self.workers[worker.index]
-        if not worker.ready.is_set() and not worker.replacement:
+        served = worker.has_served()
+        worker.ready.close()
+        if not served and not worker.replacement:
             logger.error(
                 "worker %d (pid %s) exited with status %s before serving; stopping",
                 worker.index,
@@ -205,11 +217,15 @@ class _Supervisor:
                 )
                 worker.process.kill()
                 worker.process.join()
+        for worker in self.workers.values():
+            worker.ready.close()
         self.workers.clear()
         logger.info("kxform serve: all workers stopped")
 
 
-def _worker_main(settings: ServeSettings, http_socket: socket.socket, ready: Event, index: int, parent: int) -> None:
+def _worker_main(
+    settings: ServeSettings, http_socket: socket.socket, ready: Connection, index: int, parent: int
+) -> None:
     """A child: die with the supervisor, Ctrl-C is the supervisor's to handle, then serve."""
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -219,7 +235,7 @@ def _worker_main(settings: ServeSettings, http_socket: socket.socket, ready: Eve
     from kxform.server import serve_process
 
     configure_logging(settings.log_level, settings.log_format)
-    serve_process(settings, http_socket, on_ready=ready.set)
+    serve_process(settings, http_socket, on_ready=lambda: ready.send_bytes(_READY))
 
 
 def _die_with_parent(parent: int) -> None:
