@@ -4,6 +4,7 @@ warning kserve's REST app printed on every request of ``kxform serve --server ks
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from kxform.testing import ServeClient, ServerProcess, start_serve, start_triton
 
 pytestmark = pytest.mark.integration
 
+HANG_GUARD_SECONDS = 60  # not a speed bound: a test that waits this long has hung
 CUDA_LINES = ("CudaDriverHelper has not been initialized", "CUDA driver version is insufficient")
 
 
@@ -26,6 +28,9 @@ def test_kxform_triton_on_a_cpu_machine_says_so_once_instead_of_cudas_warnings(
         pytest.skip("this machine has an NVIDIA driver: Triton prints no CPU-only warnings to filter")
     server = start_triton(model_repository, tmp_path)
     try:
+        deadline = time.monotonic() + HANG_GUARD_SECONDS  # Triton answers ready a moment before kxform says so
+        while "kxform triton: ready on" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
         log = server.log()
     finally:
         server.stop()
