@@ -14,16 +14,29 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.kxform-setup
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements/constraints.txt $(wildcard transformers/*/pyproject.toml tests/plugins/*/pyproject.toml)
+# One line per step, then pip's own progress (what it downloads and installs): the first run takes a few minutes.
+# The test plugin packages in tests/plugins (one broken on purpose) are not installed here: conftest.py makes them
+# visible to the test session alone (their dist-info on sys.path and PYTHONPATH), so `kxform plugins` in this venv
+# lists the example plugins only. A venv made before that had them installed loses them here.
+STEP = @printf '\n==> make setup (%s/4): %s\n' $(1) $(2)
+TEST_PLUGIN_DISTS := kxform-test-plugins kxform-test-duplicate
+
+$(STAMP): pyproject.toml requirements/constraints.txt $(wildcard transformers/*/pyproject.toml)
+	$(call STEP,1,"create $(VENV) with $(PYTHON)")
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip==$(shell sed -n 's/^pip==//p' requirements/constraints.txt)
-	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e '.[dev,torchserve]' \
-		$(foreach p,$(PLUGINS) $(sort $(dir $(wildcard tests/plugins/*/pyproject.toml))),-e $(p))
+	$(call STEP,2,"pip $(shell sed -n 's/^pip==//p' requirements/constraints.txt)")
+	$(BIN)/python -m pip install --upgrade pip==$(shell sed -n 's/^pip==//p' requirements/constraints.txt)
+	$(call STEP,3,"kxform with its development tools and the torchserve extra (torch and the Triton server among them; versions from requirements/constraints.txt) and the example plugins $(notdir $(PLUGINS:/=))")
+	$(BIN)/python -m pip install -c requirements/constraints.txt -e '.[dev,torchserve]' $(foreach p,$(PLUGINS),-e $(p))
+	$(call STEP,4,"remove test-only plugin packages a previous setup installed")
+	$(BIN)/python -m pip uninstall --yes $(TEST_PLUGIN_DISTS) 2>/dev/null | grep -v '^WARNING: Skipping' || true
+	@echo "make setup: done; $(BIN)/kxform plugins lists what is installed"
 	touch $@
 
 models: $(MODELS_STAMP)
 
 $(MODELS_STAMP): tools/build_models.py | $(STAMP)
+	@printf '\n==> make models: the example model repository in models/ (TorchScript, digits trained here)\n'
 	$(BIN)/python tools/build_models.py --out models
 	touch $@
 

@@ -1,4 +1,8 @@
-"""The servers under test, started as real processes on free ports: Triton, ``kxform serve``, kserve's."""
+"""The servers under test, started as real processes on free ports: Triton, ``kxform serve``, kserve's.
+
+Each is a ``kxform.testing.ServerProcess``, so they start, wait and stop through ``kxform.supervisor`` as the tests'
+servers and ``kxform dev``'s do.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from kxform.plugins import discover
-from kxform.testing import ServerProcess, free_port, start_serve, start_triton
+from kxform.testing import ServerProcess, free_port, start_serve, start_server, start_triton
 
 __all__ = ["ServerSpec", "Servers", "installed_plugins", "kxform_arguments", "start_servers"]
 
@@ -54,14 +58,7 @@ def _start_kserve_script(script: Path, arguments: list[str], spec: ServerSpec, l
     """``script`` (a kserve.Model under kserve's ModelServer) on free ports, once it is ready."""
     ports = {"http": free_port(), "grpc": free_port()}
     command = [sys.executable, str(script), *arguments, f"--http_port={ports['http']}", f"--grpc_port={ports['grpc']}"]
-    server = ServerProcess(command, log_dir / f"{spec.key}.log", ports)
-    server.start()
-    try:
-        server.wait_ready(timeout=180)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return start_server(ServerProcess(command, log_dir / f"{spec.key}.log", ports), timeout=180)
 
 
 def start_reference(spec: ServerSpec, triton: ServerProcess, log_dir: Path) -> ServerProcess:

@@ -1,14 +1,15 @@
 """The batcher (``kxform.batching``) against an in-memory predictor: what it sends, and what each request gets.
 
-Fast unit tests; ``tests/test_batching_triton.py`` checks the same promises through ``kxform serve``
-against the real Triton. The in-memory predictor answers ``OUTPUT__0 = row sums`` of ``INPUT__0``, so
-every request can check that it got its own rows back, in order.
+Fast unit tests on ``kxform.testing.MockPredictor``, which checks each call's inputs against the model's spec as
+Triton does (a call over ``max_batch_size`` fails); ``tests/test_batching_triton.py`` checks the same promises
+through ``kxform serve`` against the real Triton. The in-memory predictor answers ``OUTPUT__0 = row sums`` of
+``INPUT__0``, so every request can check that it got its own rows back, in order.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -18,8 +19,8 @@ from hypothesis import strategies as st
 
 from kxform.batching import Batcher
 from kxform.errors import PredictorUnavailableError, RequestError
-from kxform.predictor.base import PredictorSettings
 from kxform.spec import ModelSpec, TensorSpec
+from kxform.testing import MockPredictor
 
 Array = np.ndarray[Any, Any]
 HANG_GUARD_SECONDS = 30  # not a speed bound: a test that waits this long has hung
@@ -36,22 +37,24 @@ def spec(max_batch_size: int = 8, dims: tuple[int, ...] = (3,)) -> ModelSpec:
     )
 
 
-class RowSums:
-    """A predictor that sums each row; it records the rows of every call and can be held or made to fail."""
+class RowSums(MockPredictor):
+    """kxform.testing's in-memory predictor, with a model that sums each row; it can be held or made to fail.
 
-    settings = PredictorSettings("memory:0")
+    ``rows_per_call`` lists how many rows each predictor call carried.
+    """
 
-    def __init__(self) -> None:
-        self.calls: list[int] = []
+    def __init__(self, model: ModelSpec | None = None) -> None:
+        super().__init__(model or spec(), self.answer)
         self.gate: asyncio.Event | None = None
         self.failure: Exception | None = None
         self.reject_nan = False
 
-    async def infer(
-        self, model: str, inputs: Mapping[str, Array], outputs: Sequence[str], request_id: str = ""
-    ) -> dict[str, Array]:
+    @property
+    def rows_per_call(self) -> list[int]:
+        return [len(call["INPUT__0"]) for call in self.calls]
+
+    async def answer(self, inputs: dict[str, Array]) -> dict[str, Array]:
         array = inputs["INPUT__0"]
-        self.calls.append(len(array))
         if self.gate is not None:
             await self.gate.wait()
         if self.failure is not None:
@@ -95,9 +98,9 @@ async def test_concurrent_requests_share_calls_and_each_gets_its_own_rows() -> N
 
     results = await infer_all(batcher, spec(), requests)
 
-    assert len(predictor.calls) < len(requests)
-    assert max(predictor.calls) <= 8
-    assert sum(predictor.calls) == 20
+    assert len(predictor.rows_per_call) < len(requests)
+    assert max(predictor.rows_per_call) <= 8
+    assert sum(predictor.rows_per_call) == 20
     for request, result in zip(requests, results, strict=True):
         np.testing.assert_allclose(result["OUTPUT__0"], own_sums(request), rtol=1e-6)
 
@@ -108,7 +111,7 @@ async def test_a_request_that_finds_the_predictor_idle_is_not_held_for_the_delay
 
     [result] = await infer_all(batcher, spec(), [rows(1, 0)])
 
-    assert predictor.calls == [1]
+    assert predictor.rows_per_call == [1]
     np.testing.assert_allclose(result["OUTPUT__0"], own_sums(rows(1, 0)), rtol=1e-6)
 
 
@@ -121,26 +124,26 @@ async def test_requests_gather_while_a_call_is_in_flight_and_go_when_it_returns(
     later = [asyncio.ensure_future(batcher.infer(model, rows(1, s), ["OUTPUT__0"], "")) for s in range(1, 6)]
     await settle()
 
-    assert predictor.calls == [1]  # the five wait: the predictor is busy and the delay has not passed
+    assert predictor.rows_per_call == [1]  # the five wait: the predictor is busy and the delay has not passed
     predictor.gate.set()
     await asyncio.wait_for(asyncio.gather(first, *later), HANG_GUARD_SECONDS)
-    assert predictor.calls == [1, 5]
+    assert predictor.rows_per_call == [1, 5]
 
 
 async def test_a_full_batch_goes_at_once_and_the_delay_bounds_the_wait_of_the_rest() -> None:
-    predictor = RowSums()
+    model = spec(max_batch_size=4)
+    predictor = RowSums(model)
     predictor.gate = asyncio.Event()
     batcher = Batcher(predictor, max_delay_us=1000)
-    model = spec(max_batch_size=4)
     busy = await held_call(batcher, model)  # the predictor is now busy
     full = [asyncio.ensure_future(batcher.infer(model, rows(1, s), ["OUTPUT__0"], "")) for s in range(4)]
     await settle()
-    assert predictor.calls == [1, 4]  # four rows fill a batch: sent although a call is in flight
+    assert predictor.rows_per_call == [1, 4]  # four rows fill a batch: sent although a call is in flight
 
     rest = asyncio.ensure_future(batcher.infer(model, rows(2, 9), ["OUTPUT__0"], ""))
-    while len(predictor.calls) < 3:  # sent once its delay passes, though the calls before it still wait
+    while len(predictor.rows_per_call) < 3:  # sent once its delay passes, though the calls before it still wait
         await asyncio.sleep(0.001)
-    assert predictor.calls == [1, 4, 2]
+    assert predictor.rows_per_call == [1, 4, 2]
     predictor.gate.set()
     await asyncio.wait_for(asyncio.gather(busy, *full, rest), HANG_GUARD_SECONDS)
 
@@ -152,20 +155,20 @@ async def test_members_are_packed_up_to_max_batch_size_without_splitting_a_reque
 
     results = await infer_all(batcher, spec(max_batch_size=8), requests)
 
-    assert sorted(predictor.calls) == [3, 6]
+    assert sorted(predictor.rows_per_call) == [3, 6]
     for request, result in zip(requests, results, strict=True):
         np.testing.assert_allclose(result["OUTPUT__0"], own_sums(request), rtol=1e-6)
 
 
 async def test_inputs_of_different_shapes_batch_only_with_their_kind() -> None:
-    predictor = RowSums()
-    batcher = Batcher(predictor, max_delay_us=WAIT_FOREVER_US)
     model = spec(dims=(-1,))
+    predictor = RowSums(model)
+    batcher = Batcher(predictor, max_delay_us=WAIT_FOREVER_US)
     requests = [rows(1, 0, (4,)), rows(1, 1, (5,)), rows(1, 2, (4,)), rows(1, 3, (5,))]
 
     results = await infer_all(batcher, model, requests)
 
-    assert sorted(predictor.calls) == [2, 2]
+    assert sorted(predictor.rows_per_call) == [2, 2]
     for request, result in zip(requests, results, strict=True):
         np.testing.assert_allclose(result["OUTPUT__0"], own_sums(request), rtol=1e-6)
 
@@ -208,18 +211,18 @@ async def test_a_cancelled_request_is_not_sent() -> None:
     predictor.gate.set()
 
     await asyncio.wait_for(asyncio.gather(busy, kept), HANG_GUARD_SECONDS)
-    assert predictor.calls == [1, 1]
+    assert predictor.rows_per_call == [1, 1]
 
 
 @pytest.mark.parametrize("model", [spec(max_batch_size=0, dims=(2, 3)), spec()], ids=["unbatched-model", "off"])
 async def test_no_batching_for_a_model_without_a_batch_axis_or_with_delay_zero(model: ModelSpec) -> None:
-    predictor = RowSums()
+    predictor = RowSums(model)
     batcher = Batcher(predictor, max_delay_us=0 if model.batched else WAIT_FOREVER_US)
     requests = [rows(2, seed) for seed in range(4)]
 
     await infer_all(batcher, model, requests)
 
-    assert predictor.calls == [2, 2, 2, 2]
+    assert predictor.rows_per_call == [2, 2, 2, 2]
 
 
 @settings(max_examples=60, deadline=None)
@@ -236,15 +239,15 @@ def test_any_mix_of_requests_gets_its_own_rows_in_order_and_no_call_exceeds_the_
     requests = [rows(size, seed) for seed, size in enumerate(sizes)]
 
     async def scenario() -> list[Any]:
-        predictor = RowSums()
-        batcher = Batcher(predictor, max_delay_us=delay_us)
         model = spec(max_batch_size=max_batch_size)
+        predictor = RowSums(model)  # it refuses a call of more rows than max_batch_size, as Triton does
+        batcher = Batcher(predictor, max_delay_us=delay_us)
         if busy:  # a call in flight: the requests gather instead of leaving one by one
             predictor.gate = asyncio.Event()
             asyncio.get_running_loop().call_later(0.002, predictor.gate.set)
         results = await infer_all(batcher, model, requests)
-        assert max(predictor.calls) <= max_batch_size
-        assert sum(predictor.calls) == sum(sizes)
+        assert max(predictor.rows_per_call) <= max_batch_size
+        assert sum(predictor.rows_per_call) == sum(sizes)
         return results
 
     results = asyncio.run(scenario())
@@ -253,8 +256,8 @@ def test_any_mix_of_requests_gets_its_own_rows_in_order_and_no_call_exceeds_the_
 
 
 async def test_an_idle_kind_leaves_no_queue_behind() -> None:
-    batcher = Batcher(RowSums(), max_delay_us=WAIT_FOREVER_US)
     model = spec(dims=(-1,))
+    batcher = Batcher(RowSums(model), max_delay_us=WAIT_FOREVER_US)
 
     await infer_all(batcher, model, [rows(1, seed, (width,)) for seed, width in enumerate(range(1, 40))])
 

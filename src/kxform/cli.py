@@ -196,6 +196,34 @@ def _run_dev(args: argparse.Namespace) -> int:
         server.stop()
 
 
+def _add_new(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "new",
+        help="write a new plugin package (entry point, transformer, tests, README) ready to pip install -e",
+        description="Write the plugin package NAME: pyproject.toml with the kxform.transformers entry point, the "
+        "transformer module, tests that use kxform's pytest fixtures, and a README with its curl line. With "
+        "--model-repository and --model, inputs, outputs and a first preprocess/postprocess come from the model's "
+        "config.pbtxt (an image input gets an ImagePipeline, a BYTES input text). Never overwrites.",
+    )
+    parser.add_argument("name", help="distribution and entry-point name, e.g. my-model (module: my_model)")
+    parser.add_argument("--model-repository", type=Path, metavar="DIR", help="the Triton model repository")
+    parser.add_argument("--model", metavar="M", help="the model of --model-repository the plugin calls")
+    parser.add_argument("--dir", type=Path, metavar="PATH", help="where to write the package (default: ./NAME)")
+    parser.set_defaults(run=_run_new)
+
+
+def _run_new(args: argparse.Namespace) -> int:
+    from kxform.scaffold import create_plugin
+
+    scaffold = create_plugin(args.name, args.dir, args.model_repository, args.model)
+    where = args.dir or Path(args.name)
+    entry = f"{scaffold.module}:{scaffold.class_name}"
+    print(f"kxform new: wrote {where}/ ({scaffold.kind} plugin {scaffold.name}: {entry})")
+    print(f"  pip install -e '{where}[test]'   # then `kxform plugins` lists {scaffold.name}")
+    print(f"  pytest {where}")
+    return 0
+
+
 def _add_infer(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "infer", help="send image files or a JSON request to a running transformer and print the answer"
@@ -240,6 +268,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], 
     _add_triton,
     _add_infer,
     _add_plugins,
+    _add_new,
 ]
 
 

@@ -1,7 +1,7 @@
 """``kxform dev``: a real Triton and ``kxform serve`` side by side on localhost, with working curl lines.
 
-Both run as child processes (``kxform triton`` and ``kxform serve``), each in its own process group
-so that Ctrl-C reaches only this process, which stops serve first and Triton second. Their logs are
+Both run as child processes (``kxform triton`` and ``kxform serve``) under ``kxform.supervisor``, each in its
+own process group so that Ctrl-C reaches only this process, which stops serve first and Triton second. Their logs are
 streamed with a ``[triton]`` / ``[serve]`` prefix. Each plugin may offer an example request
 (``Transformer.example_request``); it is written to a file and printed as a curl line, and offered by the
 playground (``kxform.playground``), which this process serves on ``--playground_port``.
@@ -9,27 +9,23 @@ playground (``kxform.playground``), which this process serves on ``--playground_
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from kxform.errors import KxformError
 from kxform.playground import Playground
+from kxform.supervisor import ProcessStartError, Supervised, http_ready
 
 __all__ = ["DevServer", "DevSettings", "default_transformers"]
 
 EXAMPLE_DISTRIBUTION_PREFIX = "kxform-example-"
+_STOP_GRACE_SECONDS = 30.0  # kxform triton itself waits up to 15 s for Triton to unload its models
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,73 +66,25 @@ def _check_port_free(port: int, flag: str) -> None:
             raise DevError(f"port {port} is in use ({flag}); stop what listens there or pass another {flag}") from exc
 
 
-def _ready(url: str) -> bool:
+def _child(name: str, command: list[str], out: IO[str]) -> Supervised:
+    """A ``kxform`` child whose output is copied to ours, each line prefixed ``[name]``."""
+    return Supervised(name, command, sink=out, prefix=f"[{name}] ")
+
+
+def _reason(child: Supervised) -> str:
+    """The line of the child's log that says why it failed: the last that names an error, or the last one."""
+    for line in reversed(child.tail):
+        if "error" in line.lower():
+            return line.split("error: ", 1)[-1].strip()
+    return child.tail[-1] if child.tail else "no output"
+
+
+def _wait_ready(child: Supervised, url: str, timeout: float) -> None:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return int(response.status) == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-@dataclass
-class _Child:
-    """One ``kxform`` child process whose output is copied, prefixed, to our stdout."""
-
-    name: str
-    command: list[str]
-    out: IO[str]
-    process: subprocess.Popen[str] | None = None
-    tail: list[str] = field(default_factory=list)
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            self.command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            errors="replace",
-            start_new_session=True,  # Ctrl-C goes to kxform dev, which stops the children in order
-        )
-        threading.Thread(target=self._pump, name=f"{self.name}-log", daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.process is not None
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.tail = [*self.tail[-49:], line.rstrip()]
-            with contextlib.suppress(ValueError, OSError):
-                self.out.write(f"[{self.name}] {line}")
-                self.out.flush()
-
-    def wait_ready(self, url: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise DevError(f"{self.name} exited: {self._reason()}")
-            if _ready(url):
-                return
-            time.sleep(0.25)
-        raise DevError(f"{self.name} was not ready after {timeout:.0f}s: {self._reason()}")
-
-    def _reason(self) -> str:
-        time.sleep(0.2)  # let the log pump read the last lines
-        for line in reversed(self.tail):
-            if "error" in line.lower():
-                return line.split("error: ", 1)[-1].strip()
-        return self.tail[-1] if self.tail else "no output"
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-            self.process.wait()
+        child.wait_ready(http_ready(url), timeout)
+    except ProcessStartError as exc:
+        what = "exited" if exc.returncode is not None else f"was not ready after {timeout:.0f}s"
+        raise DevError(f"{child.name} {what}: {_reason(child)}") from exc
 
 
 class DevServer:
@@ -148,7 +96,7 @@ class DevServer:
         self._workdir = tempfile.TemporaryDirectory(prefix="kxform-dev-")
         kxform = [sys.executable, "-m", "kxform"]
         s = settings
-        self.triton = _Child(
+        self.triton = _child(
             "triton",
             [
                 *kxform,
@@ -161,7 +109,7 @@ class DevServer:
             self.out,
         )
         predictor_port = s.triton_grpc_port if s.predictor_protocol == "grpc-v2" else s.triton_http_port
-        self.serve = _Child(
+        self.serve = _child(
             "serve",
             [
                 *kxform,
@@ -194,9 +142,9 @@ class DevServer:
         ):
             _check_port_free(port, flag)
         self.triton.start()
-        self.triton.wait_ready(f"http://127.0.0.1:{s.triton_http_port}/v2/health/ready", s.startup_timeout)
+        _wait_ready(self.triton, f"http://127.0.0.1:{s.triton_http_port}/v2/health/ready", s.startup_timeout)
         self.serve.start()
-        self.serve.wait_ready(f"http://127.0.0.1:{s.http_port}/v2/health/ready", s.startup_timeout)
+        _wait_ready(self.serve, f"http://127.0.0.1:{s.http_port}/v2/health/ready", s.startup_timeout)
         self.playground = Playground(f"http://127.0.0.1:{s.http_port}", self._examples(), s.playground_port)
         self.playground.start()
 
@@ -237,15 +185,15 @@ class DevServer:
         """Block until a child exits; return which one."""
         while True:
             for child in (self.triton, self.serve):
-                if child.process is not None and child.process.poll() is not None:
+                if child.process is not None and not child.running():
                     return child.name
             time.sleep(0.5)
 
     def stop(self) -> None:
         if self.playground is not None:
             self.playground.stop()
-        self.serve.stop()
-        self.triton.stop()
+        self.serve.stop(grace=_STOP_GRACE_SECONDS)
+        self.triton.stop(grace=_STOP_GRACE_SECONDS)
         self._workdir.cleanup()
 
 

@@ -7,8 +7,8 @@ import math
 from typing import Any
 
 import numpy as np
-from tritonclient.utils import triton_to_np_dtype
 
+from kxform.codecs.dtypes import numpy_dtype
 from kxform.predictor.base import PredictorClient, PredictorSettings, zeros_for
 from kxform.predictor.metadata import labelled_outputs, model_spec_from_triton
 from kxform.spec import ModelSpec, TensorSpec
@@ -39,7 +39,7 @@ def _probe_input(spec: ModelSpec, tensor: TensorSpec) -> np.ndarray[Any, Any]:
     shape = (1, *tensor.shape) if spec.batched else tensor.shape
     if tensor.datatype == "BYTES":
         return np.full([max(1, d) for d in shape], b"", dtype=np.object_)
-    return zeros_for(shape, np.dtype(triton_to_np_dtype(tensor.datatype)))
+    return zeros_for(shape, numpy_dtype(tensor.datatype))
 
 
 async def _labels(client: PredictorClient, spec: ModelSpec, output: str) -> tuple[str, ...]:

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
-import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +16,7 @@ from types import TracebackType
 from typing import IO
 
 from kxform.errors import ModelLoadError, TritonServerError
+from kxform.supervisor import ProcessStartError, Supervised, http_ready
 from kxform.triton.binary import TritonInstall, find_triton
 from kxform.triton.repository import DerivedModel, derive_repository
 
@@ -41,6 +37,18 @@ def load_failure_reason(logged: str) -> str:
     return reason.removeprefix(_ADAPTER_PREFIX)
 
 
+# What Triton logs at start on a machine without a usable CUDA driver: nothing is wrong (the models run on the
+# CPU), so these lines are replaced by one that says so.
+_NO_CUDA_LINES = re.compile(
+    r"CUDA driver version is insufficient|CudaDriverHelper has not been initialized|CUDA memory pool disabled"
+    r"|Failed to (?:get|initialize) CUDA|cudaGetDeviceCount|no CUDA-capable device"
+)
+_NO_CUDA_NOTE = (
+    "kxform triton: no usable CUDA driver here, so Triton serves the models on the CPU "
+    "(its CUDA start-up warnings are left out)\n"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class TritonPorts:
     """The three ports Triton listens on."""
@@ -48,14 +56,6 @@ class TritonPorts:
     http: int = 8000
     grpc: int = 8001
     metrics: int = 8002
-
-
-def _set_parent_death_signal() -> None:
-    # Runs in the child before exec: if kxform dies without cleaning up, Linux kills Triton too.
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class TritonServer:
@@ -80,11 +80,10 @@ class TritonServer:
         self.models: list[DerivedModel] = []
         self._log = log if log is not None else sys.stderr
         self._log_prefix = log_prefix
-        self._process: subprocess.Popen[str] | None = None
+        self._child: Supervised | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
-        self._tail: collections.deque[str] = collections.deque(maxlen=200)
         self._load_failures: dict[str, str] = {}
-        self._reader: threading.Thread | None = None
+        self._cuda_noted = False
 
     @property
     def http_url(self) -> str:
@@ -100,7 +99,7 @@ class TritonServer:
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process else None
+        return self._child.pid if self._child is not None else None
 
     def start(self) -> None:
         """Derive the repository, start Triton, and return once it is ready (or raise why not)."""
@@ -133,64 +132,38 @@ class TritonServer:
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
             *self.extra_args,
         ]
-        self._process = subprocess.Popen(
+        self._child = Supervised(
+            "tritonserver",
             command,
             env=install.environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            start_new_session=True,  # its own process group: we stop it and its Python stubs together
-            preexec_fn=_set_parent_death_signal,
+            on_line=self._read_line,
+            die_with_parent=True,  # if kxform dies without stopping it, Linux stops Triton too
         )
-        self._reader = threading.Thread(target=self._pump_log, name="triton-log", daemon=True)
-        self._reader.start()
+        self._child.start()
 
-    def _pump_log(self) -> None:
-        assert self._process is not None
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            self._tail.append(line)
-            match = _LOAD_FAILURE.search(line.rstrip())
-            if match:
-                self._load_failures[match["model"]] = load_failure_reason(match["reason"])
-            with contextlib.suppress(ValueError, OSError):  # the stream may be closed at shutdown
-                self._log.write(self._log_prefix + line)
-                self._log.flush()
+    def _read_line(self, line: str) -> None:
+        match = _LOAD_FAILURE.search(line)
+        if match:
+            self._load_failures[match["model"]] = load_failure_reason(match["reason"])
+        if _NO_CUDA_LINES.search(line):
+            if self._cuda_noted:
+                return
+            self._cuda_noted = True
+            text = _NO_CUDA_NOTE
+        else:
+            text = line + "\n"
+        with contextlib.suppress(ValueError, OSError):  # the stream may be closed at shutdown
+            self._log.write(self._log_prefix + text)
+            self._log.flush()
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self._process is None or self._process.poll() is not None:
-                self._raise_start_failure()
-            if self._http_status("/v2/health/ready") == 200:
-                return
-            time.sleep(0.2)
-        raise TritonServerError(
-            f"Triton did not become ready within {self.startup_timeout:.0f}s; last log lines:\n"
-            + "".join(list(self._tail)[-20:])
-        )
-
-    def _raise_start_failure(self) -> None:
-        if self._reader is not None:
-            self._reader.join(timeout=5)  # read the log to the end: the reasons are in it
-        if self._load_failures:
-            raise ModelLoadError(self._load_failures)
-        code = self._process.returncode if self._process else None
-        raise TritonServerError(
-            f"tritonserver exited with status {code} before it was ready; last log lines:\n"
-            + "".join(list(self._tail)[-20:])
-        )
-
-    def _http_status(self, path: str) -> int | None:
+        assert self._child is not None
         try:
-            with urllib.request.urlopen(self.http_url + path, timeout=2) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        except OSError:
-            return None
+            self._child.wait_ready(http_ready(self.http_url + "/v2/health/ready"), self.startup_timeout)
+        except ProcessStartError as exc:
+            if self._load_failures:
+                raise ModelLoadError(self._load_failures) from exc
+            raise TritonServerError(exc.message) from exc
 
     def model_states(self) -> dict[str, str]:
         """Each model's state as Triton reports it (``READY``, ``UNAVAILABLE``, ...)."""
@@ -200,12 +173,12 @@ class TritonServer:
         return {entry["name"]: entry.get("state", "") for entry in index}
 
     def is_running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._child is not None and self._child.running()
 
     def wait(self) -> int:
         """Block until Triton exits on its own; return its exit status."""
-        assert self._process is not None
-        return self._process.wait()
+        assert self._child is not None
+        return self._child.wait()
 
     @property
     def _shm_prefix(self) -> str:
@@ -214,30 +187,16 @@ class TritonServer:
 
     def stop(self) -> None:
         """Stop Triton and every process it started, then remove the derived repository."""
-        process, self._process = self._process, None
-        if process is not None:
-            self._terminate(process)
+        child, self._child = self._child, None
+        if child is not None:
+            child.stop(signal.SIGTERM, grace=_STOP_GRACE_SECONDS)  # Triton unloads models and stops its stubs
             # A Triton that had to be killed (or crashed) leaves its Python stubs' regions behind.
             for leftover in Path("/dev/shm").glob(f"{self._shm_prefix}*"):
                 with contextlib.suppress(OSError):
                     leftover.unlink()
-        if self._reader is not None:
-            self._reader.join(timeout=5)
-            self._reader = None
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
-
-    @staticmethod
-    def _terminate(process: subprocess.Popen[str]) -> None:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)  # Triton unloads models and stops its stubs on SIGTERM
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=_STOP_GRACE_SECONDS)
-        # Whatever is left in the group (a stub that outlived its server) goes now.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
     def __enter__(self) -> TritonServer:
         self.start()

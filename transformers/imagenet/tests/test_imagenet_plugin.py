@@ -1,42 +1,61 @@
-"""The imagenet example plugin: real photos in every mode, against torchvision and resnet50 in-process."""
+"""The imagenet example plugin: real photos in every mode, against torchvision and resnet50 in-process.
+
+Unit tests run it through kxform's request path on ``kxform.testing.MockPredictor`` (no Triton); the torchvision
+comparisons import torch where they need it; integration tests use kxform's pytest fixtures on the real Triton.
+"""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
-import torchvision.transforms as transforms
-import tritonclient.http as triton_http
 from kxform_example_imagenet import IMAGENET_MEAN, IMAGENET_STD, PIPELINE
 from PIL import Image, ImageOps
 from sklearn.datasets import load_sample_images
 
 import kxform
-from kxform.model import TransformerModel
-from kxform.plugins import load_plugin
-from kxform.predictor import PredictorClient
-from kxform.testing import ServerProcess, readme_curl_lines, run_readme_curl, start_serve
+from kxform.testing import MockPredictor, TransformerRunner, readme_curl_lines, run_readme_curl
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 PHOTOS = {Path(name).stem: Path(name) for name in load_sample_images().filenames}  # china.jpg, flower.jpg
 ORIENTATION = 0x0112  # the EXIF tag; 6: the stored pixels must turn 90 degrees clockwise to stand upright
 
-TORCHVISION = transforms.Compose(
-    [
-        transforms.Resize(256),
-        transforms.CenterCrop(224),
-        transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ]
+CLASSES = tuple(f"class {i}" for i in range(1000))
+SPEC = kxform.ModelSpec(  # what Triton says of models/resnet50
+    "resnet50",
+    "1",
+    (kxform.TensorSpec("INPUT__0", "FP32", (3, 224, 224)),),
+    (kxform.TensorSpec("OUTPUT__0", "FP32", (1000,)),),
+    8,
+    {"OUTPUT__0": CLASSES},
 )
+
+
+def pixel_logits(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A stand-in for resnet50: logit k of an image is its k-th value (of 150,528), so every image has its own top 5."""
+    return {"OUTPUT__0": inputs["INPUT__0"].reshape(len(inputs["INPUT__0"]), -1)[:, :1000]}
+
+
+@cache
+def torchvision_transform() -> Any:
+    transforms = pytest.importorskip(
+        "torchvision.transforms", reason="torchvision's ImageNet transform is the reference"
+    )
+    return transforms.Compose(
+        [
+            transforms.Resize(256),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 def encode(image: Image.Image, image_format: str, **params: Any) -> bytes:
@@ -85,7 +104,7 @@ def upright_rgb(data: bytes) -> Image.Image:
 
 
 def torchvision_tensor(data: bytes) -> np.ndarray:
-    return np.asarray(TORCHVISION(upright_rgb(data)).numpy())
+    return np.asarray(torchvision_transform()(upright_rgb(data)).numpy())
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -107,6 +126,8 @@ def test_exif_rotation_stands_the_photo_up() -> None:
 
 
 def resnet50_in_process(model_repository: Path, batch: np.ndarray) -> np.ndarray:
+    import torch  # the reference: the TorchScript model that Triton serves
+
     module = torch.jit.load(str(model_repository / "resnet50" / "1" / "model.pt"))
     with torch.inference_mode():
         return np.asarray(module(torch.from_numpy(batch)).numpy())
@@ -149,32 +170,18 @@ def resnet50_labels(model_repository: Path) -> list[str]:
     return (model_repository / "resnet50" / "labels.txt").read_text().splitlines()
 
 
-@pytest.mark.integration
-async def test_plugin_tensors_give_resnet50_the_logits_of_torchvisions(
-    predictor: PredictorClient, files: list[bytes], expected_logits: np.ndarray
-) -> None:
-    model = TransformerModel("imagenet", load_plugin("imagenet"), predictor)
-    spec = await model.model_spec()
-    batch = model.plugin.transformer.preprocess(files, kxform.Context(spec))
-
-    logits = await model.infer(spec, {"INPUT__0": batch}, "")  # 9 rows: two calls, max_batch_size is 8
-
-    np.testing.assert_allclose(logits["OUTPUT__0"], expected_logits, rtol=0, atol=1e-4)
-
-
-@pytest.mark.integration
-async def test_every_photo_gets_the_top5_of_resnet50_in_process(
-    predictor: PredictorClient, files: list[bytes], expected_logits: np.ndarray, model_repository: Path
-) -> None:
-    model = TransformerModel("imagenet", load_plugin("imagenet"), predictor)
+async def test_every_photo_reaches_the_model_as_the_pipelines_tensor_and_gets_its_top5(files: list[bytes]) -> None:
+    mock = MockPredictor(SPEC, pixel_logits)
     instances = [{"image_bytes": {"b64": base64.b64encode(data).decode()}} for data in files]  # 9: two calls of 8
 
-    reply, _ = await model({"instances": instances}, {})
+    predictions = await TransformerRunner("imagenet", mock).v1(instances)
 
-    assert_top5(reply["predictions"], expected_logits, resnet50_labels(model_repository))
+    assert [len(call["INPUT__0"]) for call in mock.calls] == [8, 1]
+    tensors = np.concatenate([call["INPUT__0"] for call in mock.calls])
+    np.testing.assert_array_equal(tensors, np.stack([PIPELINE(data) for data in files]))
+    assert_top5(predictions, pixel_logits({"INPUT__0": tensors})["OUTPUT__0"], list(CLASSES))
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize(
     ("bad", "fragment"),
     [
@@ -184,36 +191,50 @@ async def test_every_photo_gets_the_top5_of_resnet50_in_process(
         pytest.param({"url": "https://example.com/cat.jpg"}, "no image", id="a-url"),
     ],
 )
-async def test_a_bad_instance_is_a_400_naming_it(predictor: PredictorClient, bad: Any, fragment: str) -> None:
-    model = TransformerModel("imagenet", load_plugin("imagenet"), predictor)
+async def test_a_bad_instance_is_a_400_naming_it(bad: Any, fragment: str) -> None:
+    mock = MockPredictor(SPEC, pixel_logits)
     good = base64.b64encode(VARIANTS["china-small-png"]()).decode()
 
     with pytest.raises(kxform.RequestError) as caught:
-        await model({"instances": [good, bad]}, {})
+        await TransformerRunner("imagenet", mock).v1([good, bad])
 
     assert caught.value.http_status == 400
     assert caught.value.message.startswith("instances[1]")
     assert fragment in caught.value.message
-
-
-@pytest.fixture(scope="module")
-def serve(triton: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = start_serve(["imagenet"], f"127.0.0.1:{triton.ports['http']}", tmp_path_factory.mktemp("imagenet"))
-    yield server
-    server.stop()
+    assert mock.calls == []
 
 
 @pytest.mark.integration
-def test_v2_binary_request_gets_class_and_probability_tensors(
-    serve: ServerProcess, files: list[bytes], expected_logits: np.ndarray, model_repository: Path
+async def test_plugin_tensors_give_resnet50_the_logits_of_torchvisions(
+    predictor: Any, files: list[bytes], expected_logits: np.ndarray
 ) -> None:
-    client = triton_http.InferenceServerClient(f"127.0.0.1:{serve.ports['http']}", network_timeout=120)
-    tensor = triton_http.InferInput("image", [2], "BYTES")
-    tensor.set_data_from_numpy(np.array(files[:2], dtype=np.object_), binary_data=True)
+    batch = np.stack([PIPELINE(data) for data in files])
 
-    result = client.infer("imagenet", [tensor])
+    parts = [await predictor.infer("resnet50", {"INPUT__0": batch[i : i + 8]}, ["OUTPUT__0"]) for i in (0, 8)]
 
-    classes, scores = result.as_numpy("class"), result.as_numpy("probability")
+    logits = np.concatenate([part["OUTPUT__0"] for part in parts])  # max_batch_size is 8
+    np.testing.assert_allclose(logits, expected_logits, rtol=0, atol=1e-4)
+
+
+@pytest.mark.integration
+async def test_every_photo_gets_the_top5_of_resnet50_in_process(
+    predictor: Any, files: list[bytes], expected_logits: np.ndarray, model_repository: Path
+) -> None:
+    instances = [{"image_bytes": {"b64": base64.b64encode(data).decode()}} for data in files]  # 9: two calls of 8
+
+    predictions = await TransformerRunner("imagenet", predictor).v1(instances)
+
+    assert_top5(predictions, expected_logits, resnet50_labels(model_repository))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("protocol", ["v2", "grpc"])
+def test_v2_request_gets_class_and_probability_tensors(
+    kxform_serve: Any, files: list[bytes], expected_logits: np.ndarray, model_repository: Path, protocol: str
+) -> None:
+    outputs = getattr(kxform_serve("imagenet"), protocol)({"image": np.array(files[:2], dtype=np.object_)})
+
+    classes, scores = outputs["class"], outputs["probability"]
     assert classes.shape == scores.shape == (2, 5)
     assert scores.dtype == np.float32
     top = [
@@ -226,9 +247,9 @@ def test_v2_binary_request_gets_class_and_probability_tensors(
 @pytest.mark.integration
 @pytest.mark.parametrize("line", readme_curl_lines(README))
 def test_readme_curl_line_works_as_printed(
-    line: str, serve: ServerProcess, model_repository: Path, pytestconfig: pytest.Config
+    line: str, kxform_serve: Any, model_repository: Path, pytestconfig: pytest.Config
 ) -> None:
-    stdout = run_readme_curl(line, serve, pytestconfig.rootpath, timeout=120)
+    stdout = run_readme_curl(line, kxform_serve("imagenet"), pytestconfig.rootpath, timeout=120)
 
     sent = PHOTOS["flower"].read_bytes()  # the README sends the flower photo scikit-learn ships
     logits = resnet50_in_process(model_repository, torchvision_tensor(sent)[np.newaxis])

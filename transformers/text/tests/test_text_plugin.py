@@ -1,24 +1,20 @@
-"""The text example plugin: strings through Triton to a TorchScript List[str] model and back."""
+"""The text example plugin: strings in, the model's label and score out.
+
+Unit tests run it through kxform's request path on ``kxform.testing.MockPredictor`` (no Triton, no torch);
+integration tests compare with the TorchScript model run in-process, through kxform's pytest fixtures.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
-import tritonclient.http as triton_http
 
 import kxform
-from kxform.model import TransformerModel
-from kxform.plugins import load_plugin
-from kxform.predictor import PredictorClient
-from kxform.testing import ServerProcess, readme_curl_lines, run_readme_curl, start_serve
-
-pytestmark = pytest.mark.integration
+from kxform.testing import MockPredictor, ReplyError, TransformerRunner, readme_curl_lines, run_readme_curl
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SEED_TEXTS = ["This movie was absolutely fantastic! Great acting and plot.", "Terrible movie, waste of time."]
@@ -32,8 +28,26 @@ TEXTS = [
 ]
 
 
+SPEC = kxform.ModelSpec(  # what Triton says of models/text
+    "text",
+    "1",
+    (kxform.TensorSpec("INPUT__0", "BYTES", (1,)),),
+    (kxform.TensorSpec("OUTPUT__0", "FP32", (2,)),),
+    64,
+    {"OUTPUT__0": ("NEGATIVE", "POSITIVE")},
+)
+
+
+def exclamations(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A stand-in for the model: a text with a '!' is positive (logits [0, 2]), any other negative ([2, 0])."""
+    positive = np.array([b"!" in text for text in inputs["INPUT__0"].ravel()])
+    return {"OUTPUT__0": np.where(positive[:, None], [0.0, 2.0], [2.0, 0.0]).astype(np.float32)}
+
+
 def text_in_process(model_repository: Path, texts: list[str]) -> np.ndarray:
     """The text model's class probabilities, run here with torch on the same strings."""
+    import torch  # the reference: the TorchScript model that Triton serves
+
     module = torch.jit.load(str(model_repository / "text" / "1" / "model.pt"))
     with torch.no_grad():
         return np.asarray(module(texts).softmax(1).numpy())
@@ -49,32 +63,25 @@ def assert_predictions(predictions: list[dict[str, Any]], texts: list[str], mode
     np.testing.assert_allclose([p["score"] for p in predictions], expected.max(1), rtol=0, atol=1e-6)
 
 
-async def test_texts_get_the_label_and_score_of_the_model_in_process(
-    predictor: PredictorClient, model_repository: Path
-) -> None:
-    model = TransformerModel("text", load_plugin("text"), predictor)
+async def test_each_text_reaches_the_model_as_one_bytes_row_and_gets_its_label_and_score() -> None:
+    mock = MockPredictor(SPEC, exclamations)
 
-    reply, _ = await model({"instances": TEXTS}, {})
+    predictions = await TransformerRunner("text", mock).v1([*SEED_TEXTS, {"text": "Ünïcode!"}])
 
-    assert_predictions(reply["predictions"], TEXTS, model_repository)
-    assert [p["label"] for p in reply["predictions"][:2]] == ["POSITIVE", "NEGATIVE"]  # seed 004's examples
-
-
-async def test_labels_are_read_from_the_string_model(predictor: PredictorClient, model_repository: Path) -> None:
-    model = TransformerModel("text", load_plugin("text"), predictor)
-
-    spec = await model.model_spec()
-
-    assert spec.inputs == (kxform.TensorSpec("INPUT__0", "BYTES", (1,)),)
-    assert spec.labels == {"OUTPUT__0": tuple(labels(model_repository))}
+    (call,) = mock.calls
+    assert call["INPUT__0"].shape == (3, 1)
+    assert list(call["INPUT__0"].ravel()) == [*(t.encode() for t in SEED_TEXTS), "Ünïcode!".encode()]
+    assert [p["label"] for p in predictions] == ["POSITIVE", "NEGATIVE", "POSITIVE"]
+    np.testing.assert_allclose([p["score"] for p in predictions], 1 / (1 + np.exp(-2.0)), rtol=1e-6)
 
 
-async def test_text_objects_and_v2_bytes_are_instances_too(predictor: PredictorClient, model_repository: Path) -> None:
-    model = TransformerModel("text", load_plugin("text"), predictor)
+async def test_more_texts_than_max_batch_size_are_split_into_calls_and_joined_in_order() -> None:
+    mock = MockPredictor(SPEC, exclamations)
 
-    reply, _ = await model({"instances": [{"text": text} for text in SEED_TEXTS]}, {})
+    predictions = await TransformerRunner("text", mock).v1(TEXTS)
 
-    assert_predictions(reply["predictions"], SEED_TEXTS, model_repository)
+    assert [len(call["INPUT__0"]) for call in mock.calls] == [64, len(TEXTS) - 64]
+    assert [p["label"] for p in predictions] == ["POSITIVE" if "!" in t else "NEGATIVE" for t in TEXTS]
 
 
 @pytest.mark.parametrize(
@@ -86,54 +93,76 @@ async def test_text_objects_and_v2_bytes_are_instances_too(predictor: PredictorC
         pytest.param("caf\udce9", "instances[1] is not valid Unicode", id="lone-surrogate"),
     ],
 )
-async def test_a_bad_instance_is_a_400_naming_it(predictor: PredictorClient, bad: Any, fragment: str) -> None:
-    model = TransformerModel("text", load_plugin("text"), predictor)
+async def test_a_bad_instance_is_a_400_naming_it(bad: Any, fragment: str) -> None:
+    mock = MockPredictor(SPEC, exclamations)
 
     with pytest.raises(kxform.RequestError) as caught:
-        await model({"instances": ["fine", bad]}, {})
+        await TransformerRunner("text", mock).v1(["fine", bad])
 
     assert caught.value.http_status == 400
     assert fragment in caught.value.message
+    assert mock.calls == []
 
 
-@pytest.fixture(scope="module")
-def serve(triton: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = start_serve(["text"], f"127.0.0.1:{triton.ports['http']}", tmp_path_factory.mktemp("text"))
-    yield server
-    server.stop()
+async def test_v2_text_that_is_not_utf8_is_a_400_naming_the_element() -> None:
+    with pytest.raises(kxform.RequestError) as caught:
+        await TransformerRunner("text", MockPredictor(SPEC, exclamations)).v2({"text": [b"fine", b"caf\xe9"]})
+
+    assert caught.value.http_status == 400
+    assert "instances[1] is not UTF-8 text" in caught.value.message
 
 
-def test_v2_binary_request_gets_label_and_score_tensors(serve: ServerProcess, model_repository: Path) -> None:
+@pytest.mark.integration
+async def test_texts_get_the_label_and_score_of_the_model_in_process(predictor: Any, model_repository: Path) -> None:
+    predictions = await TransformerRunner("text", predictor).v1(TEXTS)
+
+    assert_predictions(predictions, TEXTS, model_repository)
+    assert [p["label"] for p in predictions[:2]] == ["POSITIVE", "NEGATIVE"]  # seed 004's examples
+
+
+@pytest.mark.integration
+async def test_labels_are_read_from_the_string_model(predictor: Any, model_repository: Path) -> None:
+    spec = await TransformerRunner("text", predictor).model_spec()
+
+    assert spec.inputs == (kxform.TensorSpec("INPUT__0", "BYTES", (1,)),)
+    assert spec.labels == {"OUTPUT__0": tuple(labels(model_repository))}
+
+
+@pytest.mark.integration
+async def test_text_objects_are_instances_too(predictor: Any, model_repository: Path) -> None:
+    predictions = await TransformerRunner("text", predictor).v1([{"text": text} for text in SEED_TEXTS])
+
+    assert_predictions(predictions, SEED_TEXTS, model_repository)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("protocol", ["v2", "grpc"])
+def test_v2_request_gets_label_and_score_tensors(kxform_serve: Any, model_repository: Path, protocol: str) -> None:
     texts = TEXTS[:6]
-    client = triton_http.InferenceServerClient(f"127.0.0.1:{serve.ports['http']}")
-    tensor = triton_http.InferInput("text", [len(texts)], "BYTES")
-    tensor.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=np.object_), binary_data=True)
 
-    result = client.infer("text", [tensor])
+    outputs = getattr(kxform_serve("text"), protocol)({"text": np.array([t.encode() for t in texts], np.object_)})
 
-    label, score = result.as_numpy("label"), result.as_numpy("score")
+    label, score = outputs["label"], outputs["score"]
     assert score.dtype == np.float32
     predictions = [{"label": lb.decode(), "score": float(s)} for lb, s in zip(label, score, strict=True)]
     assert_predictions(predictions, texts, model_repository)
 
 
-def test_v2_text_that_is_not_utf8_is_a_400(serve: ServerProcess) -> None:
-    client = triton_http.InferenceServerClient(f"127.0.0.1:{serve.ports['http']}")
-    tensor = triton_http.InferInput("text", [2], "BYTES")
-    tensor.set_data_from_numpy(np.array([b"fine", b"caf\xe9"], dtype=np.object_), binary_data=True)
+@pytest.mark.integration
+def test_v2_text_that_is_not_utf8_is_a_400_from_the_server(kxform_serve: Any) -> None:
+    with pytest.raises(ReplyError) as caught:
+        kxform_serve("text").v2({"text": np.array([b"fine", b"caf\xe9"], dtype=np.object_)})
 
-    with pytest.raises(triton_http.InferenceServerException) as caught:
-        client.infer("text", [tensor])
-
-    assert caught.value.status() == "400"
-    assert "instances[1] is not UTF-8 text" in str(caught.value.message())
+    assert caught.value.status == 400
+    assert "instances[1] is not UTF-8 text" in caught.value.message
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("line", readme_curl_lines(README))
 def test_readme_curl_line_works_as_printed(
-    line: str, serve: ServerProcess, model_repository: Path, pytestconfig: pytest.Config
+    line: str, kxform_serve: Any, model_repository: Path, pytestconfig: pytest.Config
 ) -> None:
-    stdout = run_readme_curl(line, serve, pytestconfig.rootpath, timeout=60)
+    stdout = run_readme_curl(line, kxform_serve("text"), pytestconfig.rootpath, timeout=60)
 
     reply = json.loads(stdout)
     if "outputs" in reply:  # V2: one output per key of the per-instance dicts
