@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from kxform.call import Call, flatten_call, is_forward_name, rebuild
+from kxform.call import Call, flatten_call, is_forward_name, rebuild, rows
 from kxform.codecs.dtypes import lossless_cast
 from kxform.errors import KxformError, PredictorError, RequestError
 from kxform.spec import ModelSpec, TensorSpec
@@ -47,6 +47,10 @@ class Outputs(dict[str, Array]):
                 f"{', '.join(ordinal)}: read them by name, or rename them in its config.pbtxt"
             )
         return rebuild(self)
+
+    def rows(self) -> list[Any]:
+        """``result`` split per instance: one structure of rows for each instance of the request."""
+        return rows(self.result)
 
 
 def _as_array(value: Any, spec: TensorSpec) -> Array:

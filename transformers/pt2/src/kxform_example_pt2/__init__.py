@@ -19,7 +19,6 @@ import numpy.typing as npt
 import orjson
 
 import kxform
-from kxform.call import rows
 
 __all__ = ["Pt2Example"]
 
@@ -59,7 +58,7 @@ class Pt2Example(kxform.Transformer):
     def postprocess(self, outputs: kxform.Outputs, ctx: kxform.Context) -> Any:
         if ctx.protocol == "v2":
             return dict(outputs)  # flat, under the model's forward-based names
-        return rows(outputs.result)  # the model's own structure, one per instance
+        return outputs.rows()  # the model's own structure, one per instance
 
 
 def _document(instance: Any, index: int) -> Mapping[str, Any]:
@@ -68,7 +67,7 @@ def _document(instance: Any, index: int) -> Mapping[str, Any]:
             instance = orjson.loads(instance)
         except orjson.JSONDecodeError as exc:
             raise kxform.RequestError(
-                f"instance[{index}] is not JSON ({exc}); send one JSON object per element"
+                f"instances[{index}] is not JSON ({exc}); send one JSON object per element"
             ) from exc
     if not isinstance(instance, Mapping):
         raise kxform.RequestError(f"instances[{index}] is {type(instance).__name__}; send a JSON object")
