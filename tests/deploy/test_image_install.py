@@ -32,6 +32,8 @@ print(json.dumps({
 
 
 def _run(args: list[str | Path], env: dict[str, str] | None = None) -> str:
+    if env is None:  # the image's venv sees only itself: not the test-only plugins conftest puts on PYTHONPATH
+        env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     result = subprocess.run(
         [str(a) for a in args], capture_output=True, text=True, check=False, env=env, cwd=REPO, timeout=600
     )
