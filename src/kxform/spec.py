@@ -42,6 +42,11 @@ class TensorSpec:
     def describe(self) -> str:
         return f"{self.datatype} {list(self.shape)}"
 
+    def ordinal(self, position: int) -> int:
+        """The ordinal of a ``NAME__i`` tensor (``INPUT__2`` → 2), else its position in the model's list."""
+        match = _ORDINAL.search(self.name)
+        return int(match[1]) if match else position
+
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
@@ -77,14 +82,9 @@ class ModelSpec:
         return _lookup(self.outputs, key, "output", self.name)
 
 
-def _ordinal(spec: TensorSpec, position: int) -> int:
-    match = _ORDINAL.search(spec.name)
-    return int(match[1]) if match else position
-
-
 def _lookup(specs: tuple[TensorSpec, ...], key: str | int, kind: str, model: str) -> TensorSpec:
     for position, spec in enumerate(specs):
-        if spec.name == key or (isinstance(key, int) and _ordinal(spec, position) == key):
+        if spec.name == key or (isinstance(key, int) and spec.ordinal(position) == key):
             return spec
     names = ", ".join(spec.name for spec in specs)
     error = RequestError if kind == "input" else KxformError

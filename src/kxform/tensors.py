@@ -64,11 +64,6 @@ def _as_array(value: Any, spec: TensorSpec) -> Array:
         raise RequestError(f"input '{spec.name}': preprocess returned {type(value).__name__}: {exc}") from exc
 
 
-def _ordinal(name: str, position: int) -> int:
-    suffix = name.rpartition("__")[2]
-    return int(suffix) if "__" in name and suffix.isdigit() else position
-
-
 def _from_call(call: Call, model: ModelSpec) -> dict[str, Any]:
     """A ``Call``'s leaves under the predictor's input names: forward-based by name, ordinals by position."""
     leaves = flatten_call(call)
@@ -79,7 +74,7 @@ def _from_call(call: Call, model: ModelSpec) -> dict[str, Any]:
         if is_forward_name(spec.name):
             index = positions.get(spec.name)
         else:
-            ordinal = _ordinal(spec.name, position)
+            ordinal = spec.ordinal(position)
             index = ordinal if ordinal < len(leaves) else None
         if index is not None:
             named[spec.name] = leaves[index][1]

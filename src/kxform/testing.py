@@ -450,18 +450,10 @@ class ServeClient:
     def post(self, path: str, body: bytes, headers: Mapping[str, str] | None = None, timeout: float = 60) -> Reply:
         """``POST`` raw bytes to this server; any status comes back as a ``Reply``."""
         request = urllib.request.Request(self.http_url + path, data=body, headers=dict(headers or {}), method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return Reply(int(response.status), dict(response.headers), response.read())
-        except urllib.error.HTTPError as exc:
-            return Reply(exc.code, dict(exc.headers), exc.read())
+        return _reply(request, timeout)
 
     def get(self, path: str, timeout: float = 60) -> Reply:
-        try:
-            with urllib.request.urlopen(self.http_url + path, timeout=timeout) as response:
-                return Reply(int(response.status), dict(response.headers), response.read())
-        except urllib.error.HTTPError as exc:
-            return Reply(exc.code, dict(exc.headers), exc.read())
+        return _reply(urllib.request.Request(self.http_url + path), timeout)
 
     def v1(self, instances: Sequence[Any]) -> Reply:
         """``POST /v1/models/NAME:predict`` with ``{"instances": instances}``."""
@@ -518,6 +510,15 @@ class ServeClient:
         finally:
             await client.close()
         return {output.name: np.asarray(output.as_numpy()) for output in response.outputs}
+
+
+def _reply(request: urllib.request.Request, timeout: float) -> Reply:
+    """Send ``request``; any status comes back as a ``Reply``."""
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return Reply(int(response.status), dict(response.headers), response.read())
+    except urllib.error.HTTPError as exc:
+        return Reply(exc.code, dict(exc.headers), exc.read())
 
 
 def _v2_of(array: Array) -> str:

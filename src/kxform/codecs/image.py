@@ -33,6 +33,7 @@ __all__ = [
     "PNG_CONTENT_TYPE",
     "ImagePipeline",
     "Size",
+    "b64decode",
     "center_crop",
     "convert_mode",
     "encode_b64_image",
@@ -105,14 +106,14 @@ def _locate_image(instance: object, field: str) -> tuple[bytes, str]:
     if isinstance(instance, bytes | bytearray | memoryview):
         return _raw_or_base64(bytes(instance), field), field
     if isinstance(instance, str):
-        return _b64decode(instance, field), field
+        return b64decode(instance, field), field
     if not isinstance(instance, Mapping):
         raise DecodeError(f"{field} is {type(instance).__name__}, not an image; send {_SHAPES}")
     for key in ("image_bytes", "image"):
         if key in instance:
             return _b64_member(instance[key], f"{field}.{key}")
     if "b64" in instance:
-        return _b64decode(instance["b64"], f"{field}.b64"), f"{field}.b64"
+        return b64decode(instance["b64"], f"{field}.b64"), f"{field}.b64"
     keys = ", ".join(repr(str(key)) for key in instance)
     raise DecodeError(f"{field} has keys {keys or '(none)'} but no image; send {_SHAPES}")
 
@@ -131,7 +132,7 @@ def _raw_or_base64(data: bytes, field: str) -> bytes:
     if data.startswith(_IMAGE_MAGIC) or not data.isascii():
         return data
     try:
-        decoded = _b64decode(data, field)
+        decoded = b64decode(data, field)
     except DecodeError:
         return data  # neither an image nor base64: open_image says what it is not
     return decoded if decoded.startswith(_IMAGE_MAGIC) else data
@@ -140,16 +141,18 @@ def _raw_or_base64(data: bytes, field: str) -> bytes:
 def _b64_member(value: object, field: str) -> tuple[bytes, str]:
     if not isinstance(value, Mapping) or "b64" not in value:
         raise DecodeError(f'{field} must be an object {{"b64": ...}}, got {type(value).__name__}; {_SEND_IMAGE}')
-    return _b64decode(value["b64"], f"{field}.b64"), f"{field}.b64"
+    return b64decode(value["b64"], f"{field}.b64"), f"{field}.b64"
 
 
-def _b64decode(value: object, field: str) -> bytes:
+def b64decode(value: object, field: str, send: str = _SEND_IMAGE) -> bytes:
+    """Base64 text (also a data URL, or wrapped lines) → bytes, or a DecodeError naming ``field`` and what to
+    ``send`` instead."""
     if not isinstance(value, str | bytes):
-        raise DecodeError(f"{field} must be a base64 string, got {type(value).__name__}; {_SEND_IMAGE}")
+        raise DecodeError(f"{field} must be a base64 string, got {type(value).__name__}; {send}")
     try:
         encoded = value.encode("ascii") if isinstance(value, str) else value
     except UnicodeEncodeError as exc:
-        raise DecodeError(f"{field} is not valid base64 (non-ASCII character at {exc.start}); {_SEND_IMAGE}") from exc
+        raise DecodeError(f"{field} is not valid base64 (non-ASCII character at {exc.start}); {send}") from exc
     if encoded.startswith(b"data:"):  # a data URL, as browsers' FileReader.readAsDataURL makes
         encoded = encoded.partition(b",")[2]
     if b"\n" in encoded:  # wrapped at 76 columns, as the `base64` command prints by default
@@ -157,7 +160,7 @@ def _b64decode(value: object, field: str) -> bytes:
     try:
         return base64.b64decode(encoded, validate=True)
     except binascii.Error as exc:
-        raise DecodeError(f"{field} is not valid base64 ({exc}); {_SEND_IMAGE}") from exc
+        raise DecodeError(f"{field} is not valid base64 ({exc}); {send}") from exc
 
 
 def open_image(data: bytes, field: str) -> Image.Image:
