@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kxform.call import flatten
+from kxform.codecs.dtypes import V2_DATATYPES, numpy_dtype
 
 __all__ = [
     "KXFORM_PATH_PARAMETER",
@@ -339,17 +340,6 @@ def load_aoti(path: str, config: Mapping[str, Any], parameters: Mapping[str, str
     return Runner(inputs, outputs, batches=False, run=run)
 
 
-_NUMPY_TYPES = {
-    "TYPE_BOOL": np.bool_,
-    "TYPE_UINT8": np.uint8,
-    "TYPE_INT8": np.int8,
-    "TYPE_INT16": np.int16,
-    "TYPE_INT32": np.int32,
-    "TYPE_INT64": np.int64,
-    "TYPE_FP16": np.float16,
-    "TYPE_FP32": np.float32,
-    "TYPE_FP64": np.float64,
-}
 _UNMATCHED = re.compile(r"input_handles\[(\d+)\]: (unmatched [^\n]*)")
 
 
@@ -358,10 +348,11 @@ def _probe(run: Callable[[list[Array]], list[Any]], inputs: list[Spec], leaves: 
     the package was compiled for fails the load, naming the input, instead of every request."""
     arrays = []
     for entry in inputs:
-        if entry["data_type"] not in _NUMPY_TYPES:
+        datatype = entry["data_type"].removeprefix("TYPE_")  # TYPE_STRING is no V2 datatype: refused with the rest
+        if datatype not in V2_DATATYPES or datatype == "BF16":  # numpy has no bfloat16 without ml_dtypes
             raise LoadError(f"input '{entry['name']}' is {entry['data_type']}; a .pt2 takes numeric tensors only")
         dims = [int(d) if int(d) > 0 else 1 for d in entry.get("dims", [])]
-        arrays.append(np.zeros([1, *dims] if batched else dims, _NUMPY_TYPES[entry["data_type"]]))
+        arrays.append(np.zeros([1, *dims] if batched else dims, numpy_dtype(datatype)))
     try:
         run(arrays)
     except Exception as exc:
