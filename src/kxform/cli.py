@@ -30,10 +30,11 @@ def _on_stop_signals() -> None:
 def _add_triton(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "triton",
-        help="run the real Triton server on a model repository (TorchScript models served on the CPU)",
+        help="run the real Triton server on a model repository (TorchScript, .pt2 and ONNX models on the CPU)",
         description="Serve a Triton model repository as uploaded for KServe's Triton predictor. "
-        "pytorch_libtorch models are served through a generated Python-backend model that loads the "
-        "same model.pt with torch.jit.load.",
+        "pytorch_libtorch (model.pt), torch_aoti (model.pt2) and onnxruntime_onnx (model.onnx) models are served "
+        "through a generated Python-backend model that loads the same file with torch.jit.load, "
+        "torch._inductor.aoti_load_package or onnxruntime.",
     )
     parser.add_argument("--model-repository", type=Path, required=True, metavar="DIR")
     parser.add_argument("--http-port", type=int, default=8000)
